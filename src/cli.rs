@@ -1,0 +1,129 @@
+//! The command line: `serve` (default), `migrate`, `user add`, `user list`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, Config, LogFormat, UserCommand};
+use crate::model::check_credentials;
+use crate::secrets::hash_blocking;
+use crate::store::NewUser;
+use crate::{open_store, serve, shutdown_signal, unix_now};
+
+/// Runs the command line and returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_settings(&cli.settings) {
+        Ok(config) => config,
+        Err(reason) => {
+            eprintln!("pushtoken: {reason}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pushtoken: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pushtoken: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            serve(config, listener, shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::Add {
+            username,
+            password,
+            password_stdin,
+        }) => {
+            let password = match (password, password_stdin) {
+                (Some(password), _) => password,
+                (None, _) => read_password_line()?,
+            };
+            check_credentials(&username, &password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = open_store(&config).await?;
+            let cost = config.password_cost.clone();
+            let password_hash =
+                tokio::task::spawn_blocking(move || hash_blocking(&cost, &password)).await??;
+            let user = NewUser {
+                username,
+                password_hash,
+                email: None,
+                phone: None,
+                realm: None,
+            };
+            let created = store.create_user(&user, unix_now()).await;
+            store.close().await;
+            println!("{}", created.map_err(|e| anyhow::anyhow!("{e}"))?);
+            Ok(())
+        }
+        Command::User(UserCommand::List) => {
+            let store = open_store(&config).await?;
+            let users = store.list_users().await;
+            store.close().await;
+            println!(
+                "{:>8}  {:<32}  {:<40}  {:<20}  created_at",
+                "id", "username", "email", "phone"
+            );
+            for u in users? {
+                println!(
+                    "{:>8}  {:<32}  {:<40}  {:<20}  {}",
+                    u.id,
+                    u.username,
+                    u.email.unwrap_or_default(),
+                    u.phone.unwrap_or_default(),
+                    u.created_at
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    Ok(password)
+}

@@ -1,0 +1,352 @@
+//! Settings: flags with environment variables of the same meaning, checked
+//! once at startup into a `Config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::is_bundle_id;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pushtoken",
+    version,
+    about = "Self-hosted push-token server for DingDing Smart doorbell apps"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an account and print its id.
+    Add {
+        username: String,
+        /// The password (visible in the process list; prefer --password-stdin).
+        #[arg(
+            long,
+            conflicts_with = "password_stdin",
+            required_unless_present = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+}
+
+/// The raw settings, as given on the command line or in the environment.
+#[derive(Args)]
+pub struct Settings {
+    /// Database: a `sqlite:` URL (file and folder created if missing).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "sqlite://data/pushtoken.db"
+    )]
+    pub database_url: String,
+    /// Address and port to listen on.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_LISTEN",
+        global = true,
+        default_value = "127.0.0.1:6443"
+    )]
+    pub listen: String,
+    /// Registration key that sign-up requires; unset disables sign-up.
+    #[arg(long, env = "PUSHTOKEN_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Bundle id given to tokens registered without one.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_BUNDLE_ID",
+        global = true,
+        default_value = "com.lancens.wxdoorbell"
+    )]
+    pub bundle_id: String,
+    /// Session lifetime: a number with s, m, h or d (seconds when bare).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_SESSION_TTL",
+        global = true,
+        default_value = "30d"
+    )]
+    pub session_ttl: String,
+    /// Log format: text or json (levels via RUST_LOG).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_LOG_FORMAT",
+        global = true,
+        default_value = "text"
+    )]
+    pub log_format: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_BODY_LIMIT",
+        global = true,
+        default_value = "16384"
+    )]
+    pub body_limit: String,
+    /// Most database connections held at once.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_DB_MAX_CONNECTIONS",
+        global = true,
+        default_value = "8"
+    )]
+    pub db_max_connections: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("bundle_id", &self.bundle_id)
+            .field("session_ttl", &self.session_ttl)
+            .field("log_format", &self.log_format)
+            .field("body_limit", &self.body_limit)
+            .field("db_max_connections", &self.db_max_connections)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Checked settings.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub api_key: Option<String>,
+    pub bundle_id: String,
+    pub session_ttl: Duration,
+    pub log_format: LogFormat,
+    pub body_limit: usize,
+    pub db_max_connections: u32,
+    /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
+    pub password_cost: argon2::Params,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("bundle_id", &self.bundle_id)
+            .field("session_ttl", &self.session_ttl)
+            .field("log_format", &self.log_format)
+            .field("body_limit", &self.body_limit)
+            .field("db_max_connections", &self.db_max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with any password replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:[redacted]{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// Checks every setting; the error is one line naming the setting.
+    pub fn from_settings(s: &Settings) -> Result<Self, String> {
+        fn bad(var: &str, flag: &str, why: impl fmt::Display) -> String {
+            format!("invalid {var} (--{flag}): {why}")
+        }
+        let url = s.database_url.trim();
+        if !url.starts_with("sqlite:") {
+            return Err(bad(
+                "DATABASE_URL",
+                "database-url",
+                "expected a sqlite: URL",
+            ));
+        }
+        let listen = s.listen.trim().parse().map_err(|_| {
+            bad(
+                "PUSHTOKEN_LISTEN",
+                "listen",
+                format!("{:?} is not an address like 127.0.0.1:6443", s.listen),
+            )
+        })?;
+        let api_key = match s.api_key.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(key) => Some(key.to_owned()),
+        };
+        if !is_bundle_id(&s.bundle_id) {
+            return Err(bad(
+                "PUSHTOKEN_BUNDLE_ID",
+                "bundle-id",
+                format!(
+                    "{:?} is not 1-155 characters of A-Z a-z 0-9 . _ -",
+                    s.bundle_id
+                ),
+            ));
+        }
+        let session_ttl = parse_duration(&s.session_ttl).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_SESSION_TTL",
+                "session-ttl",
+                format!(
+                    "{:?} is not a duration like 30d, 12h, 90m or 3600s",
+                    s.session_ttl
+                ),
+            )
+        })?;
+        let log_format = match s.log_format.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "PUSHTOKEN_LOG_FORMAT",
+                    "log-format",
+                    format!("{other:?} is neither text nor json"),
+                ))
+            }
+        };
+        let body_limit = s
+            .body_limit
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1024..=16 * 1024 * 1024).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "PUSHTOKEN_BODY_LIMIT",
+                    "body-limit",
+                    format!(
+                        "{:?} is not a byte count from 1024 to 16777216",
+                        s.body_limit
+                    ),
+                )
+            })?;
+        let db_max_connections = s
+            .db_max_connections
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "PUSHTOKEN_DB_MAX_CONNECTIONS",
+                    "db-max-connections",
+                    format!("{:?} is not a number from 1 to 1000", s.db_max_connections),
+                )
+            })?;
+        Ok(Config {
+            database_url: url.to_owned(),
+            listen,
+            api_key,
+            bundle_id: s.bundle_id.clone(),
+            session_ttl,
+            log_format,
+            body_limit,
+            db_max_connections,
+            password_cost: argon2::Params::default(),
+            shutdown_grace: Duration::from_secs(30),
+        })
+    }
+}
+
+/// `30d`, `12h`, `90m`, `3600s` or `3600` (seconds); zero is refused.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    let secs = number.checked_mul(scale)?;
+    // Expiry times are stored as i64 unix seconds: keep far from overflow.
+    (secs > 0 && secs <= 100 * 365 * 86_400).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(
+            parse_duration("30d"),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("3600s"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn durations_refuse_zero_garbage_and_overflow() {
+        for text in [
+            "0",
+            "0d",
+            "",
+            "d",
+            "1w",
+            "-5m",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:[redacted]@h/db"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

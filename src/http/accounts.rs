@@ -1,0 +1,179 @@
+//! Sign-up, login, logout and session refresh.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::http::extract::{authenticate, session_token, JsonObject};
+use crate::http::AppState;
+use crate::model::{required_string, Fields, SignUp};
+use crate::secrets::{new_secret, secret_hash};
+use crate::store::{NewSession, NewUser};
+use crate::unix_now;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/api/user", post(sign_up))
+        .route("/v1/api/user/login", post(login))
+        .route("/v1/api/user/logout", post(logout))
+        .route("/v1/api/user/refresh", post(refresh))
+}
+
+/// What login and refresh answer: the vendor's five keys at the top level.
+#[derive(Serialize)]
+struct SessionIssued {
+    message: &'static str,
+    id: i64,
+    token: String,
+    reflash_key: String,
+    time: i64,
+    logout_status: i64,
+}
+
+async fn sign_up(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>)> {
+    let configured = state.config.api_key.as_deref();
+    let body = SignUp::parse(&body, |key| {
+        configured.is_some_and(|c| constant_time_eq(c, key))
+    })?;
+    let (Some(username), Some(password)) = (body.username, body.password) else {
+        return Err(Error::Paramer);
+    };
+    let password_hash = state
+        .passwords
+        .hash(password)
+        .await
+        .map_err(Error::Internal)?;
+    let user = NewUser {
+        username,
+        password_hash,
+        email: body.email,
+        phone: body.phone,
+        realm: body.realm,
+    };
+    let id = state.store.create_user(&user, unix_now()).await?;
+    tracing::info!(user_id = id, "account created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "message": "success", "id": id })),
+    ))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<SessionIssued>)> {
+    let username = required_string(&body, "username")?;
+    let password = required_string(&body, "password")?;
+    let account = state.store.find_credentials(&username).await?;
+    let (user_id, hash) = match account {
+        Some(c) => (Some(c.id), Some(c.password_hash)),
+        None => (None, None),
+    };
+    let verified = state
+        .passwords
+        .verify(password, hash)
+        .await
+        .map_err(Error::Internal)?;
+    let Some(user_id) = user_id.filter(|_| verified) else {
+        tracing::info!("login refused");
+        return Err(Error::BadCredentials);
+    };
+    let (session, issued) = new_session(&state, user_id);
+    state.store.create_session(&session).await?;
+    tracing::info!(user_id, "logged in");
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// The token comes in the body (vendor) or a header; `username`, when sent,
+/// must be the session's user.
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonObject, Error>,
+) -> Result<Json<Value>> {
+    let body = body.map(|JsonObject(object)| object);
+    let body_token = body
+        .as_ref()
+        .ok()
+        .and_then(|b| b.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty());
+    let Some(token) = body_token.or_else(|| session_token(&headers)) else {
+        return Err(Error::NoToken);
+    };
+    let session = authenticate(&state, token).await?;
+    let body = body?;
+    let mut fields = Fields::new(&body);
+    let username = fields.string("username");
+    fields.string("token");
+    fields.first_error(Ok(()), |_| Ok(()))?;
+    if username.is_some_and(|name| name != session.username) {
+        return Err(Error::Invalid("username"));
+    }
+    state.store.logout(&session).await?;
+    tracing::info!(user_id = session.user_id, "logged out");
+    Ok(Json(json!({ "message": "success" })))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<SessionIssued>)> {
+    let key = required_string(&body, "reflash_key")?;
+    let (next, issued) = new_session(&state, 0);
+    let Some(next) = state
+        .store
+        .rotate_session(&secret_hash(&key), unix_now(), next)
+        .await?
+    else {
+        tracing::debug!("refresh with an unknown, expired or used key");
+        return Err(Error::InvalidToken);
+    };
+    tracing::info!(user_id = next.user_id, "session refreshed");
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionIssued {
+            id: next.user_id,
+            ..issued
+        }),
+    ))
+}
+
+/// A new session for `user_id`: what to store and what to answer.
+fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionIssued) {
+    let now = unix_now();
+    let ttl = state.config.session_ttl.as_secs() as i64;
+    let token = new_secret();
+    let reflash_key = new_secret();
+    let session = NewSession {
+        user_id,
+        token_hash: secret_hash(&token),
+        refresh_hash: secret_hash(&reflash_key),
+        created_at: now,
+        expires_at: now + ttl,
+        // A refresh key outlives its session by one more lifetime, so an app
+        // that was away past expiry can still rotate without the password.
+        refresh_expires_at: now + 2 * ttl,
+    };
+    let issued = SessionIssued {
+        message: "success",
+        id: user_id,
+        token,
+        reflash_key,
+        time: session.expires_at,
+        logout_status: 0,
+    };
+    (session, issued)
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

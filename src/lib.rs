@@ -1,0 +1,134 @@
+//! `pushtoken`: a self-hosted server for the push-token API of the
+//! DingDing Smart video-doorbell app.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod secrets;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use http::{app, AppState};
+use secrets::Passwords;
+use store::{PoolOptions, Store};
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Opens the configured database and applies pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let options = PoolOptions {
+        max_connections: config.db_max_connections,
+        ..PoolOptions::default()
+    };
+    let store = Store::connect(&config.database_url, &options)
+        .await
+        .context("cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot apply database migrations")?;
+    Ok(store)
+}
+
+/// Builds the state the router runs on.
+pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    let store = open_store(&config).await?;
+    let passwords = Passwords::new(config.password_cost.clone())?;
+    Ok(AppState {
+        store,
+        config: Arc::new(config),
+        passwords,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish (for at most the configured grace period) and
+/// closes the database.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = state(config).await?;
+    serve_state(state, listener, shutdown).await
+}
+
+/// [`serve`] with a state already built.
+pub async fn serve_state(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let grace = state.config.shutdown_grace;
+    let purge = tokio::spawn(purge_expired_sessions(store.clone()));
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping_tx.send(true);
+    };
+    tracing::info!(address = %listener.local_addr()?, backend = store.backend(), "listening on {}", listener.local_addr()?);
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
+    let deadline = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.context("server failed")?,
+        () = deadline => tracing::warn!("shutdown grace period over; dropping remaining connections"),
+    }
+    purge.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Deletes dead sessions once an hour.
+async fn purge_expired_sessions(store: Store) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match store.purge_expired_sessions(unix_now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,99 @@
+//! Password hashing (Argon2id, off the async threads, bounded) and the
+//! opaque random secrets used as session tokens and refresh keys.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+/// Hashes and verifies passwords on the blocking pool, at most one per core
+/// at a time, so a burst of logins cannot starve the other routes.
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified when the user does not exist so
+    /// that a wrong username costs as much as a wrong password.
+    dummy: Arc<String>,
+}
+
+impl Passwords {
+    pub fn new(params: Params) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let dummy = hash_blocking(&params, &hex::encode(random_bytes()))?;
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(cores)),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+        let params = self.params.clone();
+        self.run(move || hash_blocking(&params, &password)).await?
+    }
+
+    /// Whether `password` matches `hash`; `None` verifies against the dummy.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
+        let exists = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy.as_str().to_owned());
+        let ok = self
+            .run(move || {
+                let parsed = PasswordHash::new(&hash)
+                    .map_err(|e| anyhow::anyhow!("stored password hash: {e}"))?;
+                Ok::<_, anyhow::Error>(
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok(),
+                )
+            })
+            .await??;
+        Ok(ok && exists)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .context("password hashing closed")?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .context("password hashing task")
+    }
+}
+
+/// Hashes a password with Argon2id at the given cost.
+pub fn hash_blocking(params: &Params, password: &str) -> anyhow::Result<String> {
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))?
+        .to_string())
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A new opaque secret: 256 random bits, hex-encoded.
+pub fn new_secret() -> String {
+    hex::encode(random_bytes())
+}
+
+/// What the database keeps of a secret: its SHA-256, hex-encoded.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}

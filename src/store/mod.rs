@@ -1,0 +1,266 @@
+//! Storage: one `Store` for the whole server, with one backend per database.
+//!
+//! Handlers only see `Store` and its plain data types; which database is
+//! behind it is decided once, from the `DATABASE_URL` scheme.
+
+mod sqlite;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// A storage failure as the HTTP layer needs to know it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value is taken; the field that clashes.
+    #[error("{0} exist")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The two push-token families: same behaviour, separate data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Ring,
+    Message,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ring, Family::Message];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ring => "ring",
+            Family::Message => "message",
+        }
+    }
+}
+
+/// A new account, its password already hashed.
+pub struct NewUser {
+    pub username: String,
+    pub password_hash: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub realm: Option<String>,
+}
+
+/// What login needs of an account.
+#[derive(sqlx::FromRow)]
+pub struct Credentials {
+    pub id: i64,
+    pub password_hash: String,
+}
+
+/// An account as `pushtoken user list` shows it.
+#[derive(sqlx::FromRow, Debug)]
+pub struct UserSummary {
+    pub id: i64,
+    pub username: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub created_at: i64,
+}
+
+/// A new session: the hashes of its token and refresh key, and its expiries.
+pub struct NewSession {
+    pub user_id: i64,
+    pub token_hash: String,
+    pub refresh_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub refresh_expires_at: i64,
+}
+
+/// The user behind a live session.
+#[derive(sqlx::FromRow, Clone, Debug)]
+pub struct SessionUser {
+    pub session_id: i64,
+    pub user_id: i64,
+    pub username: String,
+}
+
+/// One stored push token, as the API shows it.
+#[derive(sqlx::FromRow, Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct PushTokenRow {
+    #[serde(rename = "id")]
+    pub user_id: i64,
+    pub serial: i64,
+    pub push_token: String,
+    pub language: String,
+    pub dev: i64,
+    pub bundleid: String,
+    pub os: String,
+    pub os_token: String,
+    pub push_platform: String,
+    pub phone_model: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A registration to store. Optional fields that are `None` take the default
+/// on create and keep their stored value on update.
+pub struct PushTokenWrite<'a> {
+    pub family: Family,
+    pub user_id: i64,
+    pub input: &'a crate::model::PushTokenInput,
+    /// `bundleid` for a created row whose body has none.
+    pub default_bundleid: &'a str,
+    pub now: i64,
+}
+
+/// Whether a write created a row or updated one.
+#[derive(Debug)]
+pub enum Written {
+    Created(PushTokenRow),
+    Updated(PushTokenRow),
+}
+
+/// Pool settings common to the backends.
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+/// Calls the same method on whichever backend is in use.
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite:` …).
+    pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
+        } else {
+            anyhow::bail!("unsupported DATABASE_URL scheme (expected sqlite:)")
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+
+    pub async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<i64> {
+        dispatch!(self, s => s.create_user(user, now).await)
+    }
+
+    /// The account whose username, email or phone is `login`.
+    pub async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
+        dispatch!(self, s => s.find_credentials(login).await)
+    }
+
+    pub async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+        dispatch!(self, s => s.list_users().await)
+    }
+
+    pub async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+        dispatch!(self, s => s.create_session(session).await)
+    }
+
+    /// The user of the unexpired session whose token hashes to `token_hash`.
+    pub async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionUser>> {
+        dispatch!(self, s => s.session_user(token_hash, now).await)
+    }
+
+    /// Revokes a session and deletes all of its user's push tokens, at once.
+    pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
+        dispatch!(self, s => s.logout(session).await)
+    }
+
+    /// Swaps the session whose refresh key hashes to `refresh_hash` for
+    /// `next` (whose `user_id` is filled in). `None` if no live session has
+    /// that key.
+    pub async fn rotate_session(
+        &self,
+        refresh_hash: &str,
+        now: i64,
+        next: NewSession,
+    ) -> StoreResult<Option<NewSession>> {
+        dispatch!(self, s => s.rotate_session(refresh_hash, now, next).await)
+    }
+
+    /// Deletes sessions whose refresh key has expired; returns how many.
+    pub async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        dispatch!(self, s => s.purge_expired_sessions(now).await)
+    }
+
+    pub async fn list_push_tokens(
+        &self,
+        family: Family,
+        user_id: i64,
+    ) -> StoreResult<Vec<PushTokenRow>> {
+        dispatch!(self, s => s.list_push_tokens(family, user_id).await)
+    }
+
+    /// `PUT {base}/{serial}`: creates or updates the row at `serial`.
+    pub async fn put_push_token(
+        &self,
+        write: &PushTokenWrite<'_>,
+        serial: i64,
+    ) -> StoreResult<Written> {
+        dispatch!(self, s => s.put_push_token(write, serial).await)
+    }
+
+    /// `POST {base}`: updates the caller's row holding the token, or creates
+    /// one at the next serial.
+    pub async fn post_push_token(&self, write: &PushTokenWrite<'_>) -> StoreResult<Written> {
+        dispatch!(self, s => s.post_push_token(write).await)
+    }
+
+    pub async fn delete_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.delete_push_token(family, user_id, serial).await)
+    }
+
+    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
+        dispatch!(self, s => s.delete_all_push_tokens(family, user_id).await)
+    }
+}
