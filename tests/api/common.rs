@@ -1,0 +1,269 @@
+//! The test harness: a `TestApp` per test, with a database of its own, driven
+//! in-process through the router.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use pushtoken::config::{Cli, Config};
+use pushtoken::AppState;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub const API_KEY: &str = "test-registration-key";
+pub const PASSWORD: &str = "password_1";
+pub const RING: &str = "/v1/api/user/token";
+pub const MESSAGE: &str = "/v1/api/user/message/token";
+pub const FAMILIES: [&str; 2] = [RING, MESSAGE];
+
+/// Runs each named scenario `async fn name(app: TestApp)` as a test on every
+/// backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::TestApp::sqlite().await).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Where a test's database lives; removed when the test ends.
+pub enum TestDb {
+    Sqlite { dir: TempDir },
+}
+
+impl TestDb {
+    pub fn url(&self) -> String {
+        match self {
+            TestDb::Sqlite { dir } => {
+                format!("sqlite://{}", dir.path().join("db/pushtoken.db").display())
+            }
+        }
+    }
+
+    pub fn sqlite_dir(&self) -> Option<PathBuf> {
+        match self {
+            TestDb::Sqlite { dir } => Some(dir.path().to_path_buf()),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    pub db: TestDb,
+    router: Router,
+}
+
+/// A configuration as the server would build it from flags, with a cheap
+/// password hash so tests run fast (stored hashes carry their own cost).
+pub fn test_config(database_url: &str, extra: &[&str]) -> Config {
+    use clap::Parser;
+    let mut args = vec![
+        "pushtoken",
+        "--database-url",
+        database_url,
+        "--api-key",
+        API_KEY,
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).expect("test flags parse");
+    let mut config = Config::from_settings(&cli.settings).expect("test config is valid");
+    config.password_cost = argon2::Params::new(1024, 1, 1, None).expect("argon2 params");
+    config
+}
+
+impl TestApp {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start(TestDb::Sqlite { dir }, &[]).await
+    }
+
+    /// A server on `db` with extra command-line flags.
+    pub async fn start(db: TestDb, extra: &[&str]) -> Self {
+        let config = test_config(&db.url(), extra);
+        let state = pushtoken::state(config).await.expect("server state");
+        let router = pushtoken::app(state.clone());
+        TestApp { state, db, router }
+    }
+
+    /// The same database under a new server with other flags.
+    pub async fn with_flags(self, extra: &[&str]) -> Self {
+        self.state.store.close().await;
+        Self::start(self.db, extra).await
+    }
+
+    /// Stops this server and starts a new one on the same database.
+    pub async fn restart(self) -> Self {
+        self.with_flags(&[]).await
+    }
+
+    /// Sends one request; `body` is sent as-is when it is a string, as JSON
+    /// otherwise.
+    pub async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let bytes = match body {
+            None => Vec::new(),
+            Some(Value::String(raw)) => raw.into_bytes(),
+            Some(json) => serde_json::to_vec(&json).expect("json"),
+        };
+        self.send_raw(method, uri, headers, bytes).await
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(req.body(Body::from(body)).expect("request"))
+            .await
+            .expect("router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
+        });
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str, token: &str) -> Reply {
+        self.request(Method::GET, uri, &[("token", token)], None)
+            .await
+    }
+
+    pub async fn post(&self, uri: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::POST, uri, &[("token", token)], Some(body))
+            .await
+    }
+
+    pub async fn put(&self, uri: &str, token: &str, body: Value) -> Reply {
+        self.request(Method::PUT, uri, &[("token", token)], Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, uri: &str, token: &str) -> Reply {
+        self.request(Method::DELETE, uri, &[("token", token)], None)
+            .await
+    }
+
+    /// `POST /v1/api/user` without a token header.
+    pub async fn post_anonymous(&self, uri: &str, body: Value) -> Reply {
+        self.request(Method::POST, uri, &[], Some(body)).await
+    }
+
+    /// Signs `username` up with the test password; returns the user id.
+    pub async fn sign_up(&self, username: &str) -> i64 {
+        let reply = self
+            .post_anonymous(
+                "/v1/api/user",
+                json!({ "username": username, "password": PASSWORD, "apikey": API_KEY }),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "sign up {username}: {:?}",
+            reply.body
+        );
+        reply.body["id"].as_i64().expect("id")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Reply {
+        self.post_anonymous(
+            "/v1/api/user/login",
+            json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    /// A signed-up, logged-in user.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let id = self.sign_up(username).await;
+        let reply = self.login(username, PASSWORD).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "login {username}: {:?}",
+            reply.body
+        );
+        TestUser {
+            id,
+            username: username.to_owned(),
+            token: reply.body["token"].as_str().expect("token").to_owned(),
+            reflash_key: reply.body["reflash_key"]
+                .as_str()
+                .expect("reflash_key")
+                .to_owned(),
+        }
+    }
+}
+
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+    pub reflash_key: String,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts a vendor error: this status and `{"message": message}`.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, message: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.body["message"], message, "body: {}", self.body);
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self, status: StatusCode) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.body["message"], "success", "body: {}", self.body);
+    }
+}
+
+/// A valid 64-character push token, distinct for each `n`.
+pub fn push_token(n: u32) -> String {
+    format!("{n:064x}")
+}
+
+/// A minimal valid registration body.
+pub fn registration(n: u32) -> Value {
+    json!({ "push_token": push_token(n), "language": "en" })
+}
