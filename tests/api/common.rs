@@ -64,15 +64,14 @@ pub struct TestApp {
 
 /// A configuration as the server would build it from flags, with a cheap
 /// password hash so tests run fast (stored hashes carry their own cost).
+/// The registration key is [`API_KEY`] unless `extra` sets `--api-key`
+/// (`--api-key ""` disables sign-up).
 pub fn test_config(database_url: &str, extra: &[&str]) -> Config {
     use clap::Parser;
-    let mut args = vec![
-        "pushtoken",
-        "--database-url",
-        database_url,
-        "--api-key",
-        API_KEY,
-    ];
+    let mut args = vec!["pushtoken", "--database-url", database_url];
+    if !extra.contains(&"--api-key") {
+        args.extend(["--api-key", API_KEY]);
+    }
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).expect("test flags parse");
     let mut config = Config::from_settings(&cli.settings).expect("test config is valid");
