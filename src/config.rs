@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::is_bundle_id;
+use crate::store::Backend;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,7 +57,8 @@ pub enum UserCommand {
 /// The raw settings, as given on the command line or in the environment.
 #[derive(Args)]
 pub struct Settings {
-    /// Database: a `sqlite:` URL (file and folder created if missing).
+    /// Database: a `sqlite:` URL (file and folder created if missing) or a
+    /// `postgres://` URL.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -196,11 +198,11 @@ impl Config {
             format!("invalid {var} (--{flag}): {why}")
         }
         let url = s.database_url.trim();
-        if !url.starts_with("sqlite:") {
+        if Backend::of_url(url).is_none() {
             return Err(bad(
                 "DATABASE_URL",
                 "database-url",
-                "expected a sqlite: URL",
+                "expected a sqlite: or postgres:// URL",
             ));
         }
         let listen = s.listen.trim().parse().map_err(|_| {

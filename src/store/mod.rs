@@ -3,12 +3,15 @@
 //! Handlers only see `Store` and its plain data types; which database is
 //! behind it is decided once, from the `DATABASE_URL` scheme.
 
+mod postgres;
+mod queries;
 mod sqlite;
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A storage failure as the HTTP layer needs to know it.
@@ -125,7 +128,11 @@ pub enum Written {
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
     pub max_connections: u32,
+    /// How long a request waits for a connection (or SQLite for its lock)
+    /// before it fails with 503.
     pub acquire_timeout: Duration,
+    /// How long startup waits for a database server to become reachable.
+    pub startup_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -133,6 +140,26 @@ impl Default for PoolOptions {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The database kinds a `DATABASE_URL` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
         }
     }
 }
@@ -140,6 +167,7 @@ impl Default for PoolOptions {
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 /// Calls the same method on whichever backend is in use.
@@ -147,17 +175,20 @@ macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Sqlite($store) => $call,
+            Store::Postgres($store) => $call,
         }
     };
 }
 
 impl Store {
-    /// Opens the database named by `url` (`sqlite:` …).
+    /// Opens the database named by `url` (`sqlite:…` or `postgres://…`).
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
-        } else {
-            anyhow::bail!("unsupported DATABASE_URL scheme (expected sqlite:)")
+        match Backend::of_url(url) {
+            Some(Backend::Sqlite) => Ok(Store::Sqlite(SqliteStore::connect(url, options).await?)),
+            Some(Backend::Postgres) => Ok(Store::Postgres(PgStore::connect(url, options).await?)),
+            None => {
+                anyhow::bail!("unsupported DATABASE_URL scheme (expected sqlite: or postgres://)")
+            }
         }
     }
 
@@ -173,6 +204,7 @@ impl Store {
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
         }
     }
 

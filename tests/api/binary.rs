@@ -17,7 +17,10 @@ fn command(db_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", format!("sqlite://{}", db_dir.join("pushtoken.db").display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", db_dir.join("pushtoken.db").display()),
+        )
         .env("PUSHTOKEN_LISTEN", "127.0.0.1:0")
         .env("PUSHTOKEN_API_KEY", API_KEY)
         .env("RUST_LOG", "info")
@@ -33,7 +36,11 @@ struct Server {
 
 impl Server {
     async fn start(db_dir: &Path) -> Server {
-        let mut child = command(db_dir).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn pushtoken");
+        let mut child = command(db_dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn pushtoken");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let address = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.expect("stderr") {
@@ -51,7 +58,13 @@ impl Server {
     }
 
     /// One HTTP/1.1 request over a fresh TCP connection.
-    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut stream = TcpStream::connect(&self.address).await.expect("connect");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let auth = token.map(|t| format!("Token: {t}\r\n")).unwrap_or_default();
@@ -66,15 +79,24 @@ impl Server {
         let text = String::from_utf8(raw).expect("utf-8 response");
         let (head, body) = text.split_once("\r\n\r\n").expect("http response");
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, serde_json::from_str(body).unwrap_or_else(|_| panic!("json body: {body}")))
+        (
+            status,
+            serde_json::from_str(body).unwrap_or_else(|_| panic!("json body: {body}")),
+        )
     }
 
     /// Sends SIGTERM and waits for a clean exit.
     async fn stop(mut self) {
         let pid = self.child.id().expect("running") as i32;
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
         assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits within 30s").unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30s")
+            .unwrap();
         assert!(exit.success(), "exit status {exit:?}");
     }
 }
@@ -85,15 +107,32 @@ async fn binary_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
     let server = Server::start(dir.path()).await;
 
     let (status, body) = server
-        .call("POST", "/v1/api/user", None, Some(json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY })))
+        .call(
+            "POST",
+            "/v1/api/user",
+            None,
+            Some(json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY })),
+        )
         .await;
     assert_eq!((status, &body["message"]), (201, &json!("success")));
-    let (status, body) =
-        server.call("POST", "/v1/api/user/login", None, Some(json!({ "username": "alice_1", "password": PASSWORD }))).await;
+    let (status, body) = server
+        .call(
+            "POST",
+            "/v1/api/user/login",
+            None,
+            Some(json!({ "username": "alice_1", "password": PASSWORD })),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
-    let (status, _) =
-        server.call("PUT", &format!("{RING}/4"), Some(&token), Some(json!({ "push_token": push_token(9), "language": "zh" }))).await;
+    let (status, _) = server
+        .call(
+            "PUT",
+            &format!("{RING}/4"),
+            Some(&token),
+            Some(json!({ "push_token": push_token(9), "language": "zh" })),
+        )
+        .await;
     assert_eq!(status, 201);
     server.stop().await;
 
@@ -118,8 +157,15 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
         ("DATABASE_URL", "mysql://localhost/db"),
     ];
     for (variable, value) in cases {
-        let output = command(dir.path()).env(variable, value).output().await.unwrap();
-        assert!(!output.status.success(), "{variable}={value} should stop startup");
+        let output = command(dir.path())
+            .env(variable, value)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{variable}={value} should stop startup"
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(variable), "names {variable}: {stderr}");
@@ -129,9 +175,21 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
 #[tokio::test]
 async fn user_add_prints_the_id_and_the_user_can_log_in() {
     let dir = tempfile::tempdir().unwrap();
-    let output = command(dir.path()).args(["user", "add", "operator_1", "--password", PASSWORD]).output().await.unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let first: i64 = String::from_utf8(output.stdout).unwrap().trim().parse().expect("prints the id");
+    let output = command(dir.path())
+        .args(["user", "add", "operator_1", "--password", PASSWORD])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first: i64 = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("prints the id");
 
     let mut child = command(dir.path())
         .args(["user", "add", "operator_2", "--password-stdin"])
@@ -140,25 +198,60 @@ async fn user_add_prints_the_id_and_the_user_can_log_in() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"Secret_pass1\n").await.unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Secret_pass1\n")
+        .await
+        .unwrap();
     let output = child.wait_with_output().await.unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let second: i64 = String::from_utf8(output.stdout).unwrap().trim().parse().expect("prints the id");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let second: i64 = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("prints the id");
     assert_ne!(first, second);
 
-    let output = command(dir.path()).args(["user", "add", "operator_1", "--password", PASSWORD]).output().await.unwrap();
+    let output = command(dir.path())
+        .args(["user", "add", "operator_1", "--password", PASSWORD])
+        .output()
+        .await
+        .unwrap();
     assert!(!output.status.success(), "a taken username is refused");
-    let output = command(dir.path()).args(["user", "add", "123456789", "--password", PASSWORD]).output().await.unwrap();
+    let output = command(dir.path())
+        .args(["user", "add", "123456789", "--password", PASSWORD])
+        .output()
+        .await
+        .unwrap();
     assert!(!output.status.success(), "an all-digit username is refused");
 
-    let output = command(dir.path()).args(["user", "list"]).output().await.unwrap();
+    let output = command(dir.path())
+        .args(["user", "list"])
+        .output()
+        .await
+        .unwrap();
     let listing = String::from_utf8(output.stdout).unwrap();
-    assert!(listing.contains("operator_1") && listing.contains("operator_2"), "{listing}");
+    assert!(
+        listing.contains("operator_1") && listing.contains("operator_2"),
+        "{listing}"
+    );
     assert!(!listing.contains("123456789"));
 
     let server = Server::start(dir.path()).await;
-    let (status, body) =
-        server.call("POST", "/v1/api/user/login", None, Some(json!({ "username": "operator_2", "password": "Secret_pass1" }))).await;
+    let (status, body) = server
+        .call(
+            "POST",
+            "/v1/api/user/login",
+            None,
+            Some(json!({ "username": "operator_2", "password": "Secret_pass1" })),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["id"], second);
     server.stop().await;
@@ -169,6 +262,10 @@ async fn migrate_creates_the_database_file_and_folder() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("a/b");
     let output = command(&nested).arg("migrate").output().await.unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(nested.join("pushtoken.db").exists());
 }

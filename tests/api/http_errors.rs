@@ -8,7 +8,12 @@ use crate::common::{registration, TestApp, FAMILIES, MESSAGE, RING};
 use crate::on_every_backend;
 
 async fn unknown_route_is_json_404_not_found(app: TestApp) {
-    for path in ["/", "/v1/api/nothing", "/v1/api/user/token/1/extra", "/v2/api/user/login"] {
+    for path in [
+        "/",
+        "/v1/api/nothing",
+        "/v1/api/user/token/1/extra",
+        "/v2/api/user/login",
+    ] {
         let reply = app.request(Method::GET, path, &[], None).await;
         reply.assert_error(StatusCode::NOT_FOUND, "not found");
     }
@@ -25,7 +30,9 @@ async fn wrong_method_is_json_405_method_not_allowed(app: TestApp) {
         (Method::PATCH, MESSAGE.to_owned()),
     ];
     for (method, path) in cases {
-        let reply = app.request(method.clone(), &path, &[("token", &user.token)], None).await;
+        let reply = app
+            .request(method.clone(), &path, &[("token", &user.token)], None)
+            .await;
         reply.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
 }
@@ -39,16 +46,33 @@ async fn body_over_16_kib_is_json_413_body_too_large(app: TestApp) {
         reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
         assert_eq!(app.get(base, &user.token).await.body, json!([]));
     }
-    let reply = app.post_anonymous("/v1/api/user/login", json!({ "username": "x".repeat(20_000) })).await;
+    let reply = app
+        .post_anonymous(
+            "/v1/api/user/login",
+            json!({ "username": "x".repeat(20_000) }),
+        )
+        .await;
     reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
 }
 
 async fn body_that_is_not_a_json_object_is_paramer_error(app: TestApp) {
     let user = app.user("alice_1").await;
-    let bodies: [&[u8]; 9] = [b"", b"not json", b"[]", b"[1,2]", b"\"text\"", b"42", b"null", b"{\"push_token\":", b"\xff\xfe{}"];
+    let bodies: [&[u8]; 9] = [
+        b"",
+        b"not json",
+        b"[]",
+        b"[1,2]",
+        b"\"text\"",
+        b"42",
+        b"null",
+        b"{\"push_token\":",
+        b"\xff\xfe{}",
+    ];
     for base in FAMILIES {
         for body in bodies {
-            let reply = app.send_raw(Method::POST, base, &[("token", &user.token)], body.to_vec()).await;
+            let reply = app
+                .send_raw(Method::POST, base, &[("token", &user.token)], body.to_vec())
+                .await;
             reply.assert_error(StatusCode::BAD_REQUEST, "paramer error");
         }
     }
@@ -63,17 +87,31 @@ async fn body_that_is_not_a_json_object_is_paramer_error(app: TestApp) {
 async fn deeply_nested_json_is_paramer_error_not_a_crash(app: TestApp) {
     let user = app.user("alice_1").await;
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-    let reply = app.send_raw(Method::POST, RING, &[("token", &user.token)], deep.into_bytes()).await;
+    let reply = app
+        .send_raw(
+            Method::POST,
+            RING,
+            &[("token", &user.token)],
+            deep.into_bytes(),
+        )
+        .await;
     reply.assert_error(StatusCode::BAD_REQUEST, "paramer error");
 }
 
 async fn body_without_content_type_is_read_as_json(app: TestApp) {
     let user = app.user("alice_1").await;
     let body = serde_json::to_vec(&registration(1)).unwrap();
-    let reply = app.send_raw(Method::POST, RING, &[("token", &user.token)], body.clone()).await;
+    let reply = app
+        .send_raw(Method::POST, RING, &[("token", &user.token)], body.clone())
+        .await;
     reply.assert_success(StatusCode::CREATED);
-    let headers = [("token", user.token.as_str()), ("content-type", "text/plain")];
-    let reply = app.send_raw(Method::PUT, &format!("{MESSAGE}/3"), &headers, body).await;
+    let headers = [
+        ("token", user.token.as_str()),
+        ("content-type", "text/plain"),
+    ];
+    let reply = app
+        .send_raw(Method::PUT, &format!("{MESSAGE}/3"), &headers, body)
+        .await;
     reply.assert_success(StatusCode::CREATED);
 }
 
@@ -83,9 +121,13 @@ async fn authentication_is_checked_before_serial_and_body(app: TestApp) {
         let path = format!("{base}/not-a-serial");
         let reply = app.send_raw(Method::PUT, &path, &[], big.clone()).await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "no token");
-        let reply = app.send_raw(Method::PUT, &path, &[("token", "forged")], b"[]".to_vec()).await;
+        let reply = app
+            .send_raw(Method::PUT, &path, &[("token", "forged")], b"[]".to_vec())
+            .await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "invalid token");
-        let reply = app.send_raw(Method::POST, base, &[], b"not json".to_vec()).await;
+        let reply = app
+            .send_raw(Method::POST, base, &[], b"not json".to_vec())
+            .await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "no token");
     }
 }
@@ -95,11 +137,27 @@ async fn serial_is_checked_before_body(app: TestApp) {
     let big = "x".repeat(17 * 1024).into_bytes();
     for base in FAMILIES {
         let path = format!("{base}/-1");
-        let reply = app.send_raw(Method::PUT, &path, &[("token", &user.token)], big.clone()).await;
+        let reply = app
+            .send_raw(Method::PUT, &path, &[("token", &user.token)], big.clone())
+            .await;
         reply.assert_error(StatusCode::BAD_REQUEST, "serial format error");
-        let reply = app.send_raw(Method::PUT, &path, &[("token", &user.token)], b"[]".to_vec()).await;
+        let reply = app
+            .send_raw(
+                Method::PUT,
+                &path,
+                &[("token", &user.token)],
+                b"[]".to_vec(),
+            )
+            .await;
         reply.assert_error(StatusCode::BAD_REQUEST, "serial format error");
-        let reply = app.send_raw(Method::PUT, &format!("{base}/1"), &[("token", &user.token)], big.clone()).await;
+        let reply = app
+            .send_raw(
+                Method::PUT,
+                &format!("{base}/1"),
+                &[("token", &user.token)],
+                big.clone(),
+            )
+            .await;
         reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
 }
@@ -107,7 +165,14 @@ async fn serial_is_checked_before_body(app: TestApp) {
 async fn every_response_carries_a_request_id(app: TestApp) {
     let reply = app.request(Method::GET, "/nowhere", &[], None).await;
     assert!(!reply.headers["x-request-id"].is_empty());
-    let reply = app.request(Method::GET, "/nowhere", &[("x-request-id", "abc-123")], None).await;
+    let reply = app
+        .request(
+            Method::GET,
+            "/nowhere",
+            &[("x-request-id", "abc-123")],
+            None,
+        )
+        .await;
     assert_eq!(reply.headers["x-request-id"], "abc-123");
 }
 

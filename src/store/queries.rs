@@ -1,0 +1,396 @@
+//! The queries both backends run, written once. SQL uses `$N` placeholders,
+//! which SQLite and PostgreSQL both understand; `queries!(Db)` expands to the
+//! methods of a backend whose struct holds a `pool: sqlx::Pool<Db>`.
+//!
+//! Writes run in short transactions whose first statement writes, so SQLite
+//! takes its write lock at once; on PostgreSQL a write that lost a race to a
+//! concurrent one (a unique violation, a deadlock, a row gone under it) is
+//! retried whole, so the database's constraints alone keep "one phone token,
+//! one row" and unique serials, across any number of server instances.
+
+/// Attempts of a write transaction before its error is returned.
+pub(super) const WRITE_ATTEMPTS: u32 = 20;
+
+/// Whether a failed write transaction should be run again.
+pub(super) fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::RowNotFound => true,
+        sqlx::Error::Database(e) => {
+            e.is_unique_violation() || matches!(e.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+pub(super) const ROW_COLUMNS: &str = "user_id, serial, push_token, language, dev, bundleid, \
+     os, os_token, push_platform, phone_model, created_at, updated_at";
+
+macro_rules! queries {
+    ($db:ty) => {
+        pub async fn close(&self) {
+            self.pool.close().await;
+        }
+
+        pub async fn ping(&self) -> StoreResult<()> {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        }
+
+        pub async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<i64> {
+            let inserted = sqlx::query_scalar(
+                "INSERT INTO users (username, password_hash, email, phone, realm, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&user.username)
+            .bind(&user.password_hash)
+            .bind(&user.email)
+            .bind(&user.phone)
+            .bind(&user.realm)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await;
+            match inserted {
+                Ok(id) => Ok(id),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    Err(StoreError::Conflict(self.taken_field(user).await?))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+
+        /// Which of a new user's unique values is already taken.
+        async fn taken_field(&self, user: &NewUser) -> StoreResult<&'static str> {
+            let (username, email, phone): (bool, bool, bool) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1), \
+                        EXISTS (SELECT 1 FROM users WHERE email = $2), \
+                        EXISTS (SELECT 1 FROM users WHERE phone = $3)",
+            )
+            .bind(&user.username)
+            .bind(&user.email)
+            .bind(&user.phone)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(if username || !(email || phone) {
+                "username"
+            } else if email {
+                "email"
+            } else {
+                "phone"
+            })
+        }
+
+        pub async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
+            Ok(sqlx::query_as(
+                "SELECT id, password_hash FROM users WHERE username = $1 \
+                 UNION ALL SELECT id, password_hash FROM users WHERE email = $1 \
+                 UNION ALL SELECT id, password_hash FROM users WHERE phone = $1 LIMIT 1",
+            )
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        pub async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+            Ok(sqlx::query_as(
+                "SELECT id, username, email, phone, created_at FROM users ORDER BY id",
+            )
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        pub async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+            let mut conn = self.pool.acquire().await?;
+            Self::insert_session(&mut conn, session).await
+        }
+
+        async fn insert_session(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            session: &NewSession,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO sessions \
+                 (user_id, token_hash, refresh_hash, created_at, expires_at, refresh_expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(session.user_id)
+            .bind(&session.token_hash)
+            .bind(&session.refresh_hash)
+            .bind(session.created_at)
+            .bind(session.expires_at)
+            .bind(session.refresh_expires_at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        pub async fn session_user(
+            &self,
+            token_hash: &str,
+            now: i64,
+        ) -> StoreResult<Option<SessionUser>> {
+            Ok(sqlx::query_as(
+                "SELECT s.id AS session_id, s.user_id, u.username FROM sessions s \
+                 JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM sessions WHERE id = $1")
+                .bind(session.session_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM push_tokens WHERE user_id = $1")
+                .bind(session.user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        pub async fn rotate_session(
+            &self,
+            refresh_hash: &str,
+            now: i64,
+            mut next: NewSession,
+        ) -> StoreResult<Option<NewSession>> {
+            let mut tx = self.pool.begin().await?;
+            let user_id: Option<i64> = sqlx::query_scalar(
+                "DELETE FROM sessions WHERE refresh_hash = $1 AND refresh_expires_at > $2 \
+                 RETURNING user_id",
+            )
+            .bind(refresh_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(user_id) = user_id else {
+                return Ok(None);
+            };
+            next.user_id = user_id;
+            Self::insert_session(&mut tx, &next).await?;
+            tx.commit().await?;
+            Ok(Some(next))
+        }
+
+        pub async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+            Ok(sqlx::query("DELETE FROM sessions WHERE refresh_expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+        }
+
+        pub async fn list_push_tokens(
+            &self,
+            family: Family,
+            user_id: i64,
+        ) -> StoreResult<Vec<PushTokenRow>> {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {ROW_COLUMNS} FROM push_tokens WHERE user_id = $1 AND family = $2 \
+                 ORDER BY serial"
+            ))
+            .bind(user_id)
+            .bind(family.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        pub async fn put_push_token(
+            &self,
+            write: &PushTokenWrite<'_>,
+            serial: i64,
+        ) -> StoreResult<Written> {
+            let mut attempt = 1;
+            loop {
+                match self.try_put_push_token(write, serial).await {
+                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => attempt += 1,
+                    done => return Ok(done?),
+                }
+            }
+        }
+
+        async fn try_put_push_token(
+            &self,
+            write: &PushTokenWrite<'_>,
+            serial: i64,
+        ) -> Result<Written, sqlx::Error> {
+            let mut tx = self.pool.begin().await?;
+            // The token leaves any other row that holds it: the caller's at
+            // another serial (a move) or another user's (a takeover).
+            sqlx::query(
+                "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
+                 AND NOT (user_id = $3 AND serial = $4)",
+            )
+            .bind(write.family.as_str())
+            .bind(&write.input.push_token)
+            .bind(write.user_id)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM push_tokens \
+                 WHERE user_id = $1 AND family = $2 AND serial = $3)",
+            )
+            .bind(write.user_id)
+            .bind(write.family.as_str())
+            .bind(serial)
+            .fetch_one(&mut *tx)
+            .await?;
+            let written = Self::store_row(&mut tx, write, serial, exists).await?;
+            tx.commit().await?;
+            Ok(written)
+        }
+
+        pub async fn post_push_token(&self, write: &PushTokenWrite<'_>) -> StoreResult<Written> {
+            let mut attempt = 1;
+            loop {
+                match self.try_post_push_token(write).await {
+                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => attempt += 1,
+                    Err(sqlx::Error::Protocol(_)) => return Err(StoreError::Conflict("serial")),
+                    done => return Ok(done?),
+                }
+            }
+        }
+
+        async fn try_post_push_token(
+            &self,
+            write: &PushTokenWrite<'_>,
+        ) -> Result<Written, sqlx::Error> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 AND user_id <> $3",
+            )
+            .bind(write.family.as_str())
+            .bind(&write.input.push_token)
+            .bind(write.user_id)
+            .execute(&mut *tx)
+            .await?;
+            let held: Option<i64> = sqlx::query_scalar(
+                "SELECT serial FROM push_tokens \
+                 WHERE family = $1 AND push_token = $2 AND user_id = $3",
+            )
+            .bind(write.family.as_str())
+            .bind(&write.input.push_token)
+            .bind(write.user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let written = match held {
+                Some(serial) => Self::store_row(&mut tx, write, serial, true).await?,
+                None => {
+                    let highest: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(serial) FROM push_tokens WHERE user_id = $1 AND family = $2",
+                    )
+                    .bind(write.user_id)
+                    .bind(write.family.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let serial = match highest {
+                        None => 1,
+                        // Every serial up to the largest int64 is taken.
+                        Some(n) => n.checked_add(1).ok_or_else(|| {
+                            sqlx::Error::Protocol("no serial left".into())
+                        })?,
+                    };
+                    Self::store_row(&mut tx, write, serial, false).await?
+                }
+            };
+            tx.commit().await?;
+            Ok(written)
+        }
+
+        /// Inserts the row at `serial`, or updates it when it `exists`
+        /// (absent optional fields then keep their stored values).
+        async fn store_row(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            write: &PushTokenWrite<'_>,
+            serial: i64,
+            exists: bool,
+        ) -> Result<Written, sqlx::Error> {
+            let input = write.input;
+            if exists {
+                let row = sqlx::query_as(&format!(
+                    "UPDATE push_tokens SET push_token = $1, language = $2, \
+                     dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
+                     os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
+                     push_platform = COALESCE($7, push_platform), \
+                     phone_model = COALESCE($8, phone_model), updated_at = $9 \
+                     WHERE user_id = $10 AND family = $11 AND serial = $12 \
+                     RETURNING {ROW_COLUMNS}"
+                ))
+                .bind(&input.push_token)
+                .bind(&input.language)
+                .bind(input.dev)
+                .bind(&input.bundleid)
+                .bind(&input.os)
+                .bind(&input.os_token)
+                .bind(&input.push_platform)
+                .bind(&input.phone_model)
+                .bind(write.now)
+                .bind(write.user_id)
+                .bind(write.family.as_str())
+                .bind(serial)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(Written::Updated(row))
+            } else {
+                let row = sqlx::query_as(&format!(
+                    "INSERT INTO push_tokens (user_id, family, serial, push_token, language, dev, \
+                     bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                     RETURNING {ROW_COLUMNS}"
+                ))
+                .bind(write.user_id)
+                .bind(write.family.as_str())
+                .bind(serial)
+                .bind(&input.push_token)
+                .bind(&input.language)
+                .bind(input.dev.unwrap_or(0))
+                .bind(input.bundleid.as_deref().unwrap_or(write.default_bundleid))
+                .bind(input.os.as_deref().unwrap_or(""))
+                .bind(input.os_token.as_deref().unwrap_or(""))
+                .bind(input.push_platform.as_deref().unwrap_or(""))
+                .bind(input.phone_model.as_deref().unwrap_or(""))
+                .bind(write.now)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(Written::Created(row))
+            }
+        }
+
+        pub async fn delete_push_token(
+            &self,
+            family: Family,
+            user_id: i64,
+            serial: i64,
+        ) -> StoreResult<bool> {
+            let done = sqlx::query(
+                "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2 AND serial = $3",
+            )
+            .bind(user_id)
+            .bind(family.as_str())
+            .bind(serial)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        }
+
+        pub async fn delete_all_push_tokens(
+            &self,
+            family: Family,
+            user_id: i64,
+        ) -> StoreResult<u64> {
+            let done = sqlx::query("DELETE FROM push_tokens WHERE user_id = $1 AND family = $2")
+                .bind(user_id)
+                .bind(family.as_str())
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        }
+    };
+}
+
+pub(super) use queries;
