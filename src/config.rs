@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::is_bundle_id;
-use crate::store::Backend;
+use crate::store::{Backend, PoolOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -117,6 +117,23 @@ pub struct Settings {
         default_value = "8"
     )]
     pub db_max_connections: String,
+    /// How long a request waits for a database connection before it answers
+    /// 503 `10001`.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_DB_ACQUIRE_TIMEOUT",
+        global = true,
+        default_value = "5s"
+    )]
+    pub db_acquire_timeout: String,
+    /// How long startup waits for the database server to become reachable.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_DB_STARTUP_TIMEOUT",
+        global = true,
+        default_value = "60s"
+    )]
+    pub db_startup_timeout: String,
 }
 
 impl fmt::Debug for Settings {
@@ -130,6 +147,8 @@ impl fmt::Debug for Settings {
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("db_startup_timeout", &self.db_startup_timeout)
             .finish()
     }
 }
@@ -150,7 +169,7 @@ pub struct Config {
     pub session_ttl: Duration,
     pub log_format: LogFormat,
     pub body_limit: usize,
-    pub db_max_connections: u32,
+    pub pool: PoolOptions,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -167,7 +186,7 @@ impl fmt::Debug for Config {
             .field("session_ttl", &self.session_ttl)
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
-            .field("db_max_connections", &self.db_max_connections)
+            .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
@@ -276,6 +295,28 @@ impl Config {
                     format!("{:?} is not a number from 1 to 1000", s.db_max_connections),
                 )
             })?;
+        let timeout = |text: &str, var: &str, flag: &str| {
+            parse_duration(text).ok_or_else(|| {
+                bad(
+                    var,
+                    flag,
+                    format!("{text:?} is not a duration like 5s or 2m"),
+                )
+            })
+        };
+        let pool = PoolOptions {
+            max_connections: db_max_connections,
+            acquire_timeout: timeout(
+                &s.db_acquire_timeout,
+                "PUSHTOKEN_DB_ACQUIRE_TIMEOUT",
+                "db-acquire-timeout",
+            )?,
+            startup_timeout: timeout(
+                &s.db_startup_timeout,
+                "PUSHTOKEN_DB_STARTUP_TIMEOUT",
+                "db-startup-timeout",
+            )?,
+        };
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -284,7 +325,7 @@ impl Config {
             session_ttl,
             log_format,
             body_limit,
-            db_max_connections,
+            pool,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })

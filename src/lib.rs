@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use http::{app, AppState};
 use secrets::Passwords;
-use store::{PoolOptions, Store};
+use store::Store;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
@@ -30,11 +30,7 @@ pub fn unix_now() -> i64 {
 
 /// Opens the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let options = PoolOptions {
-        max_connections: config.db_max_connections,
-        ..PoolOptions::default()
-    };
-    let store = Store::connect(&config.database_url, &options)
+    let store = Store::connect(&config.database_url, &config.pool)
         .await
         .context("cannot open the database")?;
     store

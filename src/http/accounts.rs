@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::http::extract::{authenticate, session_token, JsonObject};
+use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOrEmpty};
 use crate::http::AppState;
 use crate::model::{required_string, Fields, SignUp};
 use crate::secrets::{new_secret, secret_hash};
@@ -92,13 +92,13 @@ async fn login(
 }
 
 /// The token comes in the body (vendor) or a header; `username`, when sent,
-/// must be the session's user.
+/// must name the session's user (by username, email or phone, as at login).
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<JsonObject, Error>,
+    body: Result<JsonObjectOrEmpty, Error>,
 ) -> Result<Json<Value>> {
-    let body = body.map(|JsonObject(object)| object);
+    let body = body.map(|JsonObjectOrEmpty(object)| object);
     let body_token = body
         .as_ref()
         .ok()
@@ -114,8 +114,11 @@ async fn logout(
     let username = fields.string("username");
     fields.string("token");
     fields.first_error(Ok(()), |_| Ok(()))?;
-    if username.is_some_and(|name| name != session.username) {
-        return Err(Error::Invalid("username"));
+    if let Some(name) = username.filter(|name| *name != session.username) {
+        let named = state.store.find_credentials(&name).await?;
+        if named.is_none_or(|account| account.id != session.user_id) {
+            return Err(Error::Invalid("username"));
+        }
     }
     state.store.logout(&session).await?;
     tracing::info!(user_id = session.user_id, "logged out");

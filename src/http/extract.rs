@@ -20,17 +20,39 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::BodyTooLarge
-            } else {
-                Error::Paramer
-            }
-        })?;
-        match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(object)) => Ok(JsonObject(object)),
-            _ => Err(Error::Paramer),
+        parse_object(&read_body(req, state).await?).map(JsonObject)
+    }
+}
+
+/// Like [`JsonObject`], but an empty body reads as `{}`.
+pub struct JsonObjectOrEmpty(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObjectOrEmpty {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonObjectOrEmpty(Map::new()));
         }
+        parse_object(&bytes).map(JsonObjectOrEmpty)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::BodyTooLarge
+        } else {
+            Error::Paramer
+        }
+    })
+}
+
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        _ => Err(Error::Paramer),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod extract;
+mod ops;
 mod push_tokens;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(accounts::router())
         .merge(push_tokens::router())
+        .merge(ops::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

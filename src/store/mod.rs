@@ -218,6 +218,10 @@ impl Store {
 
     /// The account whose username, email or phone is `login`.
     pub async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
+        // No account name holds a NUL (PostgreSQL text cannot even compare one).
+        if login.contains('\0') {
+            return Ok(None);
+        }
         dispatch!(self, s => s.find_credentials(login).await)
     }
 
@@ -294,5 +298,44 @@ impl Store {
 
     pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
         dispatch!(self, s => s.delete_all_push_tokens(family, user_id).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Migration versions (the number before `_`) of a backend's folder.
+    fn versions(backend: &str) -> BTreeSet<String> {
+        let dir = format!("{}/migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".sql"))
+            .map(|name| name.split('_').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migration_versions() {
+        let sqlite = versions("sqlite");
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, versions("postgres"));
+    }
+
+    #[test]
+    fn database_urls_select_their_backend() {
+        use super::Backend;
+        assert_eq!(Backend::of_url("sqlite://data/x.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("mysql://u@h/db"), None);
     }
 }

@@ -1,19 +1,14 @@
 //! Sign-up, login, logout, refresh and session handling.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use axum::Router;
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use pushtoken::unix_now;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 use crate::common::{
-    push_token, registration, Reply, TestApp, TestUser, API_KEY, FAMILIES, MESSAGE, PASSWORD, RING,
+    push_token, registration, Reply, TestApp, API_KEY, FAMILIES, MESSAGE, PASSWORD, RING,
 };
 use crate::on_every_backend;
 
@@ -124,33 +119,6 @@ fn text(body: &Value, key: &str) -> String {
         .to_owned()
 }
 
-/// A router on the same database whose configuration has no registration
-/// key (the harness always passes `--api-key`, and clap refuses a second one).
-fn router_without_api_key(app: &TestApp) -> Router {
-    let mut state = app.state.clone();
-    let mut config = (*state.config).clone();
-    config.api_key = None;
-    state.config = Arc::new(config);
-    pushtoken::app(state)
-}
-
-async fn send(router: &Router, uri: &str, body: &Value) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .body(Body::from(serde_json::to_vec(body).expect("json")))
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, serde_json::from_slice(&bytes).expect("json reply"))
-}
-
 /// Whether any file under `dir` contains `needle`.
 fn files_contain(dir: &Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir).expect("read dir").any(|entry| {
@@ -162,46 +130,6 @@ fn files_contain(dir: &Path, needle: &[u8]) -> bool {
             bytes.windows(needle.len()).any(|w| w == needle)
         }
     })
-}
-
-/// The text values of every row of `table`, read straight from the database.
-async fn stored_text(app: &TestApp, table: &str) -> Vec<Vec<String>> {
-    use sqlx::Row;
-    let sql = format!("SELECT * FROM {table}");
-    let url = app.db.url();
-    if url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(&url)
-            .await
-            .expect("open the database");
-        let rows = sqlx::query(&sql)
-            .fetch_all(&pool)
-            .await
-            .expect("read the table");
-        pool.close().await;
-        rows.iter()
-            .map(|row| {
-                (0..row.len())
-                    .filter_map(|i| row.try_get::<String, _>(i).ok())
-                    .collect()
-            })
-            .collect()
-    } else {
-        let pool = sqlx::PgPool::connect(&url)
-            .await
-            .expect("open the database");
-        let rows = sqlx::query(&sql)
-            .fetch_all(&pool)
-            .await
-            .expect("read the table");
-        pool.close().await;
-        rows.iter()
-            .map(|row| {
-                (0..row.len())
-                    .filter_map(|i| row.try_get::<String, _>(i).ok())
-                    .collect()
-            })
-            .collect()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -408,22 +336,27 @@ async fn sign_up_with_wrong_apikey_is_403_apikey_error(app: TestApp) {
 
 async fn sign_up_is_disabled_when_no_api_key_is_configured(app: TestApp) {
     app.sign_up("alice_1").await;
-    let keyless = router_without_api_key(&app);
+    let keyless = app.another_instance_with(&["--api-key", ""]).await;
     for key in [API_KEY, "", "anything"] {
         let body = with(sign_up_body("bob_1234"), "apikey", json!(key));
-        let (status, reply) = send(&keyless, SIGN_UP, &body).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{key:?}: {reply}");
-        assert_eq!(reply["message"], "apikey error", "{key:?}: {reply}");
+        let reply = keyless.post_anonymous(SIGN_UP, body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{key:?}: {}",
+            reply.body
+        );
+        assert_eq!(
+            reply.body["message"], "apikey error",
+            "{key:?}: {}",
+            reply.body
+        );
     }
     // Only sign-up is disabled: existing accounts still log in.
-    let (status, reply) = send(
-        &keyless,
-        LOGIN,
-        &json!({ "username": "alice_1", "password": PASSWORD }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{reply}");
-    assert_eq!(reply["message"], "success");
+    keyless
+        .login("alice_1", PASSWORD)
+        .await
+        .assert_success(StatusCode::CREATED);
     // Nothing was created by the refused sign-ups.
     app.sign_up("bob_1234").await;
 }
@@ -1145,7 +1078,7 @@ async fn passwords_session_tokens_and_keys_are_never_stored_in_clear(app: TestAp
         text(&rotated.body, "token"),
         text(&rotated.body, "reflash_key"),
     ];
-    let users = stored_text(&app, "users").await;
+    let users = app.stored_text("users").await;
     assert_eq!(users.len(), 1);
     assert!(
         users[0].iter().any(|v| v == "alice_1"),
@@ -1155,7 +1088,7 @@ async fn passwords_session_tokens_and_keys_are_never_stored_in_clear(app: TestAp
         users[0].iter().any(|v| v.starts_with("$argon2id$")),
         "{users:?}"
     );
-    let sessions = stored_text(&app, "sessions").await;
+    let sessions = app.stored_text("sessions").await;
     assert_eq!(sessions.len(), 2, "two live sessions: {sessions:?}");
     assert!(
         sessions.iter().all(|row| !row.is_empty()),
@@ -1527,26 +1460,19 @@ async fn account_errors_carry_only_message_and_field(app: TestApp) {
 
 async fn accounts_and_sessions_survive_a_restart(app: TestApp) {
     let id = sign_up(&app, full_sign_up_body("alice_1", 3)).await.body["id"].clone();
-    let alice: TestUser = {
-        let body = login_ok(&app, "alice_1", PASSWORD).await;
-        TestUser {
-            id: id.as_i64().unwrap(),
-            username: "alice_1".into(),
-            token: text(&body, "token"),
-            reflash_key: text(&body, "reflash_key"),
-        }
-    };
+    let first = login_ok(&app, "alice_1", PASSWORD).await;
+    let token = text(&first, "token");
     let second = login_ok(&app, "alice_1", PASSWORD).await;
-    app.post(RING, &alice.token, registration(1))
+    app.post(RING, &token, registration(1))
         .await
         .assert_success(StatusCode::CREATED);
 
     let app = app.restart().await;
 
-    let reply = app.get(RING, &alice.token).await;
+    let reply = app.get(RING, &token).await;
     assert_listed(&reply);
     assert_eq!(reply.body[0]["push_token"], push_token(1));
-    assert_eq!(reply.body[0]["id"], alice.id);
+    assert_eq!(reply.body[0]["id"], id);
     assert_eq!(login_ok(&app, "alice_1", PASSWORD).await["id"], id);
     assert_eq!(
         login_ok(&app, "user3@example.com", PASSWORD).await["id"],
@@ -1558,13 +1484,63 @@ async fn accounts_and_sessions_survive_a_restart(app: TestApp) {
     sign_up(&app, sign_up_body("alice_1"))
         .await
         .assert_error(StatusCode::CONFLICT, "username exist");
-    logout(&app, &alice.username, &alice.token)
+    logout(&app, "alice_1", &token)
         .await
         .assert_success(StatusCode::OK);
+    assert_token_invalid(&app, &token).await;
+}
+
+async fn logout_with_a_header_token_and_no_body_is_success(app: TestApp) {
+    let alice = app.user("alice_1").await;
+    app.post(MESSAGE, &alice.token, registration(1))
+        .await
+        .assert_success(StatusCode::CREATED);
+    let reply = app
+        .request(Method::POST, LOGOUT, &[("Token", &alice.token)], None)
+        .await;
+    reply.assert_success(StatusCode::OK);
     assert_token_invalid(&app, &alice.token).await;
+    let again = app.login("alice_1", PASSWORD).await;
+    let token = text(&again.body, "token");
+    assert_eq!(app.get(MESSAGE, &token).await.body, json!([]));
+}
+
+async fn logout_accepts_the_email_or_phone_the_user_logs_in_with(app: TestApp) {
+    let body = with(
+        with(sign_up_body("alice_1"), "email", json!("alice@example.com")),
+        "phone",
+        json!("+8613800000000"),
+    );
+    sign_up(&app, body)
+        .await
+        .assert_success(StatusCode::CREATED);
+    app.sign_up("bob_2222").await;
+    for name in ["alice@example.com", "+8613800000000"] {
+        let token = text(&login_ok(&app, name, PASSWORD).await, "token");
+        let reply = app
+            .post_anonymous(LOGOUT, json!({ "username": "bob_2222", "token": token }))
+            .await;
+        reply.assert_error(StatusCode::BAD_REQUEST, "username error");
+        let reply = app
+            .post_anonymous(LOGOUT, json!({ "username": name, "token": token }))
+            .await;
+        reply.assert_success(StatusCode::OK);
+        assert_token_invalid(&app, &token).await;
+    }
+}
+
+async fn login_with_a_nul_in_the_username_is_401_not_a_database_error(app: TestApp) {
+    app.sign_up("alice_1").await;
+    for name in ["alice_1\u{0}", "\u{0}", "a\u{0}@x"] {
+        let reply = app.login(name, PASSWORD).await;
+        reply.assert_error(StatusCode::UNAUTHORIZED, "username or password error");
+    }
 }
 
 on_every_backend!(
+    logout_with_a_header_token_and_no_body_is_success,
+    logout_accepts_the_email_or_phone_the_user_logs_in_with,
+    login_with_a_nul_in_the_username_is_401_not_a_database_error,
     sign_up_returns_201_with_the_new_id,
     sign_up_gives_each_account_its_own_id_that_login_reports,
     sign_up_accepts_every_field_at_its_limits,

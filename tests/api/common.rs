@@ -2,6 +2,7 @@
 //! in-process through the router.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -26,7 +27,7 @@ macro_rules! on_every_backend {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::TestApp::sqlite().await).await;
                 }
@@ -34,7 +35,7 @@ macro_rules! on_every_backend {
         }
         mod postgres {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::TestApp::postgres().await).await;
                 }
@@ -140,9 +141,10 @@ impl Drop for TestDb {
     }
 }
 
+/// One server instance on a test database; several may share one database.
 pub struct TestApp {
     pub state: AppState,
-    pub db: TestDb,
+    pub db: Arc<TestDb>,
     router: Router,
 }
 
@@ -174,17 +176,33 @@ impl TestApp {
 
     /// A server on `db` with extra command-line flags.
     pub async fn start(db: TestDb, extra: &[&str]) -> Self {
-        let config = test_config(&db.url(), extra);
+        let url = db.url();
+        Self::start_at(Arc::new(db), &url, extra).await
+    }
+
+    /// A server on `db`, reaching it at `url`.
+    pub async fn start_at(db: Arc<TestDb>, url: &str, extra: &[&str]) -> Self {
+        let config = test_config(url, extra);
         let state = pushtoken::state(config).await.expect("server state");
         let router = pushtoken::app(state.clone());
         TestApp { state, db, router }
     }
 
+    /// A second server instance on the same database, running beside this one.
+    pub async fn another_instance(&self) -> Self {
+        self.another_instance_with(&[]).await
+    }
+
+    /// [`another_instance`](Self::another_instance) with other flags.
+    pub async fn another_instance_with(&self, extra: &[&str]) -> Self {
+        Self::start_at(self.db.clone(), &self.db.url(), extra).await
+    }
+
     /// The same database under a new server with other flags.
     pub async fn with_flags(self, extra: &[&str]) -> Self {
         self.state.store.close().await;
-        let TestApp { db, .. } = self;
-        Self::start(db, extra).await
+        let url = self.db.url();
+        Self::start_at(self.db, &url, extra).await
     }
 
     /// Stops this server and starts a new one on the same database.
@@ -356,33 +374,56 @@ pub fn registration(n: u32) -> Value {
 }
 
 impl TestApp {
-    /// Runs `sql` (one text column) straight on the test database, beside the
-    /// server, to see what is really stored.
-    pub async fn stored_text(&self, sql: &str) -> Vec<String> {
+    /// The text values of every row of `table`, read straight from the test
+    /// database beside the server, to see what is really stored.
+    pub async fn stored_text(&self, table: &str) -> Vec<Vec<String>> {
+        fn texts<R: sqlx::Row>(rows: &[R]) -> Vec<Vec<String>>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            rows.iter()
+                .map(|row| {
+                    (0..row.len())
+                        .filter_map(|i| row.try_get::<String, _>(i).ok())
+                        .collect()
+                })
+                .collect()
+        }
+        let sql = format!("SELECT * FROM {table}");
         let url = self.db.url();
-        match &self.db {
+        match &*self.db {
             TestDb::Sqlite { .. } => {
                 let pool = sqlx::SqlitePool::connect(&url)
                     .await
                     .expect("open the SQLite file");
-                let rows = sqlx::query_scalar(sql)
+                let rows = sqlx::query(&sql)
                     .fetch_all(&pool)
                     .await
-                    .expect("query");
+                    .expect("read the table");
                 pool.close().await;
-                rows
+                texts(&rows)
             }
             TestDb::Postgres { .. } => {
                 let pool = sqlx::PgPool::connect(&url)
                     .await
                     .expect("connect to the test database");
-                let rows = sqlx::query_scalar(sql)
+                let rows = sqlx::query(&sql)
                     .fetch_all(&pool)
                     .await
-                    .expect("query");
+                    .expect("read the table");
                 pool.close().await;
-                rows
+                texts(&rows)
             }
         }
+    }
+}
+
+impl Reply {
+    /// Asserts a 200 with a JSON array body.
+    #[track_caller]
+    pub fn assert_success_list(&self) {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
+        assert!(self.body.is_array(), "body: {}", self.body);
     }
 }

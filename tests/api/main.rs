@@ -3,5 +3,8 @@
 mod accounts;
 mod binary;
 mod common;
+mod concurrency;
 mod http_errors;
+mod ops;
+mod outage;
 mod push_tokens;
