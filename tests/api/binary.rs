@@ -9,18 +9,20 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::common::{push_token, API_KEY, PASSWORD, RING};
+use crate::common::{push_token, TestDb, API_KEY, PASSWORD, RING};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushtoken");
 
-fn command(db_dir: &Path) -> Command {
+/// The SQLite URL of a database file in `dir`.
+fn sqlite_in(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("pushtoken.db").display())
+}
+
+fn command(database_url: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", db_dir.join("pushtoken.db").display()),
-        )
+        .env("DATABASE_URL", database_url)
         .env("PUSHTOKEN_LISTEN", "127.0.0.1:0")
         .env("PUSHTOKEN_API_KEY", API_KEY)
         .env("RUST_LOG", "info")
@@ -35,8 +37,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start(db_dir: &Path) -> Server {
-        let mut child = command(db_dir)
+    async fn start(database_url: &str) -> Server {
+        let mut child = command(database_url)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -102,9 +104,19 @@ impl Server {
 }
 
 #[tokio::test]
-async fn binary_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
+async fn binary_on_sqlite_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    serves_on_port_0_and_keeps_data_and_sessions_across_restart(&sqlite_in(dir.path())).await;
+}
+
+#[tokio::test]
+async fn binary_on_postgres_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
+    let db = TestDb::postgres().await;
+    serves_on_port_0_and_keeps_data_and_sessions_across_restart(&db.url()).await;
+}
+
+async fn serves_on_port_0_and_keeps_data_and_sessions_across_restart(database_url: &str) {
+    let server = Server::start(database_url).await;
 
     let (status, body) = server
         .call(
@@ -136,7 +148,7 @@ async fn binary_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
     assert_eq!(status, 201);
     server.stop().await;
 
-    let server = Server::start(dir.path()).await;
+    let server = Server::start(database_url).await;
     let (status, body) = server.call("GET", RING, Some(&token), None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body[0]["serial"], 4);
@@ -157,7 +169,7 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
         ("DATABASE_URL", "mysql://localhost/db"),
     ];
     for (variable, value) in cases {
-        let output = command(dir.path())
+        let output = command(&sqlite_in(dir.path()))
             .env(variable, value)
             .output()
             .await
@@ -173,9 +185,19 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
 }
 
 #[tokio::test]
-async fn user_add_prints_the_id_and_the_user_can_log_in() {
+async fn user_add_on_sqlite_prints_the_id_and_the_user_can_log_in() {
     let dir = tempfile::tempdir().unwrap();
-    let output = command(dir.path())
+    user_add_prints_the_id_and_the_user_can_log_in(&sqlite_in(dir.path())).await;
+}
+
+#[tokio::test]
+async fn user_add_on_postgres_prints_the_id_and_the_user_can_log_in() {
+    let db = TestDb::postgres().await;
+    user_add_prints_the_id_and_the_user_can_log_in(&db.url()).await;
+}
+
+async fn user_add_prints_the_id_and_the_user_can_log_in(database_url: &str) {
+    let output = command(database_url)
         .args(["user", "add", "operator_1", "--password", PASSWORD])
         .output()
         .await
@@ -191,7 +213,7 @@ async fn user_add_prints_the_id_and_the_user_can_log_in() {
         .parse()
         .expect("prints the id");
 
-    let mut child = command(dir.path())
+    let mut child = command(database_url)
         .args(["user", "add", "operator_2", "--password-stdin"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -218,20 +240,20 @@ async fn user_add_prints_the_id_and_the_user_can_log_in() {
         .expect("prints the id");
     assert_ne!(first, second);
 
-    let output = command(dir.path())
+    let output = command(database_url)
         .args(["user", "add", "operator_1", "--password", PASSWORD])
         .output()
         .await
         .unwrap();
     assert!(!output.status.success(), "a taken username is refused");
-    let output = command(dir.path())
+    let output = command(database_url)
         .args(["user", "add", "123456789", "--password", PASSWORD])
         .output()
         .await
         .unwrap();
     assert!(!output.status.success(), "an all-digit username is refused");
 
-    let output = command(dir.path())
+    let output = command(database_url)
         .args(["user", "list"])
         .output()
         .await
@@ -243,7 +265,7 @@ async fn user_add_prints_the_id_and_the_user_can_log_in() {
     );
     assert!(!listing.contains("123456789"));
 
-    let server = Server::start(dir.path()).await;
+    let server = Server::start(database_url).await;
     let (status, body) = server
         .call(
             "POST",
@@ -261,11 +283,29 @@ async fn user_add_prints_the_id_and_the_user_can_log_in() {
 async fn migrate_creates_the_database_file_and_folder() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("a/b");
-    let output = command(&nested).arg("migrate").output().await.unwrap();
+    let output = command(&sqlite_in(&nested))
+        .arg("migrate")
+        .output()
+        .await
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(nested.join("pushtoken.db").exists());
+}
+
+#[tokio::test]
+async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
+    let output = command("postgres://postgres@127.0.0.1:1/pushtoken")
+        .env("PUSHTOKEN_DB_STARTUP_TIMEOUT", "1s")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("pushtoken: cannot open the database"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
