@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::model::is_bundle_id;
 use crate::store::{Backend, PoolOptions};
 
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "pushtoken",
     version,
@@ -23,7 +23,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug)]
+/// What to do (no `Debug`: `user add` holds a password).
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the server (the default).
     Serve,
@@ -34,7 +35,7 @@ pub enum Command {
     User(UserCommand),
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum UserCommand {
     /// Create an account and print its id.
     Add {
@@ -55,6 +56,7 @@ pub enum UserCommand {
 }
 
 /// The raw settings, as given on the command line or in the environment.
+/// (No `Debug`: it holds secrets; [`Config`]'s `Debug` redacts them.)
 #[derive(Args)]
 pub struct Settings {
     /// Database: a `sqlite:` URL (file and folder created if missing) or a
@@ -134,23 +136,6 @@ pub struct Settings {
         default_value = "60s"
     )]
     pub db_startup_timeout: String,
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("listen", &self.listen)
-            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
-            .field("bundle_id", &self.bundle_id)
-            .field("session_ttl", &self.session_ttl)
-            .field("log_format", &self.log_format)
-            .field("body_limit", &self.body_limit)
-            .field("db_max_connections", &self.db_max_connections)
-            .field("db_acquire_timeout", &self.db_acquire_timeout)
-            .field("db_startup_timeout", &self.db_startup_timeout)
-            .finish()
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,6 +367,23 @@ mod tests {
         ] {
             assert_eq!(parse_duration(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn config_debug_redacts_the_api_key_and_database_password() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "pushtoken",
+            "--api-key",
+            "registration-secret",
+            "--database-url",
+            "postgres://app:db-secret@db:5432/pushtoken",
+        ])
+        .unwrap();
+        let shown = format!("{:?}", Config::from_settings(&cli.settings).unwrap());
+        assert!(!shown.contains("registration-secret"), "{shown}");
+        assert!(!shown.contains("db-secret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 
     #[test]

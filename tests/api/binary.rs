@@ -306,6 +306,9 @@ async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("pushtoken: cannot open the database"), "{stderr}");
+    assert!(
+        last.starts_with("pushtoken: cannot open the database"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
