@@ -56,6 +56,10 @@ fn init_logging(format: LogFormat) {
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
+        Command::Openapi => {
+            print!("{}", crate::http::openapi().to_yaml()?);
+            Ok(())
+        }
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await

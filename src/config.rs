@@ -33,6 +33,8 @@ pub enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Print the OpenAPI document (YAML) and exit.
+    Openapi,
 }
 
 #[derive(Subcommand)]

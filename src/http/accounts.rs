@@ -2,25 +2,30 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
 use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOrEmpty};
+use crate::http::schema::{
+    BadRequest, ErrorBody, LoginRequest, LogoutRequest, PayloadTooLarge, RefreshRequest,
+    SessionResponse, SignUpRequest, SignUpResponse, Success, Unauthorized, Unavailable,
+};
 use crate::http::AppState;
 use crate::model::{required_string, Fields, SignUp};
 use crate::secrets::{new_secret, secret_hash};
 use crate::store::{NewSession, NewUser};
 use crate::unix_now;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/api/user", post(sign_up))
-        .route("/v1/api/user/login", post(login))
-        .route("/v1/api/user/logout", post(logout))
-        .route("/v1/api/user/refresh", post(refresh))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(refresh))
 }
 
 /// What login and refresh answer: the vendor's five keys at the top level.
@@ -34,6 +39,19 @@ struct SessionIssued {
     logout_status: i64,
 }
 
+#[utoipa::path(
+    post, path = "/v1/api/user", tag = "accounts", operation_id = "sign_up",
+    summary = "Create an account (needs the server's registration key)",
+    request_body = SignUpRequest,
+    responses(
+        (status = 201, description = "Created", body = SignUpResponse),
+        (status = 400, response = BadRequest),
+        (status = 403, description = "Wrong registration key, or sign-up disabled (`apikey error`)", body = ErrorBody),
+        (status = 409, description = "`username exist`, `email exist` or `phone exist`", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn sign_up(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -65,6 +83,18 @@ async fn sign_up(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/api/user/login", tag = "accounts", operation_id = "login",
+    summary = "Open a session with a username (or email, or phone) and password",
+    request_body = LoginRequest,
+    responses(
+        (status = 201, description = "Logged in", body = SessionResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "`username or password error`", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
@@ -93,6 +123,19 @@ async fn login(
 
 /// The token comes in the body (vendor) or a header; `username`, when sent,
 /// must name the session's user (by username, email or phone, as at login).
+#[utoipa::path(
+    post, path = "/v1/api/user/logout", tag = "accounts", operation_id = "logout",
+    summary = "Revoke a session and delete all of its user's ring and message tokens",
+    security((), ("token" = []), ("bearer" = [])),
+    request_body(content = Option<LogoutRequest>, description = "The token to revoke and its user; may be empty when the token is in a header"),
+    responses(
+        (status = 200, description = "Logged out", body = Success),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -125,6 +168,18 @@ async fn logout(
     Ok(Json(json!({ "message": "success" })))
 }
 
+#[utoipa::path(
+    post, path = "/v1/api/user/refresh", tag = "accounts", operation_id = "refresh",
+    summary = "Rotate a session: a new token and refresh key; the old pair stops working",
+    request_body = RefreshRequest,
+    responses(
+        (status = 201, description = "Rotated", body = SessionResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "Unknown, expired or used key (`invalid token`)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn refresh(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,

@@ -4,8 +4,9 @@ mod accounts;
 pub mod extract;
 mod ops;
 mod push_tokens;
+pub mod schema;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -15,6 +16,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use schema::ApiDoc;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -31,13 +37,40 @@ pub struct AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API as a router.
-pub fn app(state: AppState) -> Router {
-    let body_limit = state.config.body_limit;
-    Router::new()
+/// The routes and the OpenAPI document that describes them, built together
+/// from the handlers' annotations.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(push_tokens::router())
         .merge(ops::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document of this server.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The document as served at `/openapi.yaml` and `/openapi.json`.
+static OPENAPI_YAML: LazyLock<String> = LazyLock::new(|| {
+    openapi()
+        .to_yaml()
+        .expect("the OpenAPI document serializes")
+});
+static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
+    openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+});
+
+/// The whole API as a router.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    let docs = SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json"));
+    routes()
+        .0
+        .merge(docs)
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,25 +1,59 @@
-//! Operations routes: liveness and readiness.
+//! Operations routes: liveness, readiness, and the API description.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::http::schema::ErrorBody;
 use crate::http::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_yaml))
+        .routes(routes!(openapi_json))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`.
+    status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ok`.
+    status: String,
+    /// The backend in use: `sqlite` or `postgres`.
+    database: String,
 }
 
 /// The process is alive; touches nothing else.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", operation_id = "healthz",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "Alive", body = Health))
+)]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The database answers: 200, else 503.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", operation_id = "readyz",
+    summary = "Readiness: the database answers",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "The database does not answer (`10001`)", body = ErrorBody),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
         Ok(()) => (
@@ -30,8 +64,34 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             tracing::warn!(error = %e, "readiness check: database unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "message": "10001" })),
+                Json(json!({ "message": "10001" })),
             )
         }
     }
+}
+
+/// This document, as YAML.
+#[utoipa::path(
+    get, path = "/openapi.yaml", tag = "operations", operation_id = "openapi_yaml",
+    summary = "This API description (OpenAPI 3.1, YAML)",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/yaml", body = String))
+)]
+async fn openapi_yaml() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        crate::http::OPENAPI_YAML.as_str(),
+    )
+}
+
+/// This document, as JSON.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations", operation_id = "openapi_json",
+    summary = "This API description (OpenAPI 3.1, JSON)",
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::http::OPENAPI_JSON.as_str(),
+    )
 }

@@ -2,36 +2,161 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, put};
-use axum::{Extension, Json, Router};
+use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
 use crate::http::extract::{AuthUser, JsonObject, Serial};
+use crate::http::schema::{
+    BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenRequest, PushTokenResponse,
+    Success as SuccessBody, Unauthorized, Unavailable,
+};
 use crate::http::AppState;
 use crate::model::{is_bundle_id, PushTokenInput};
 use crate::store::{Family, PushTokenRow, PushTokenWrite, Written};
 use crate::unix_now;
 
-pub fn router() -> Router<AppState> {
-    family_router("/v1/api/user/token", Family::Ring)
-        .merge(family_router("/v1/api/user/message/token", Family::Message))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ring::list, ring::create, ring::delete_all))
+        .routes(routes!(ring::put_at, ring::delete_one))
+        .routes(routes!(message::list, message::create, message::delete_all))
+        .routes(routes!(message::put_at, message::delete_one))
 }
 
-fn family_router(base: &str, family: Family) -> Router<AppState> {
-    Router::new()
-        .route(base, get(list).post(create).delete(delete_all))
-        .route(
-            &format!("{base}/{{serial}}"),
-            put(put_at).delete(delete_one),
-        )
-        .layer(Extension(family))
+/// The documented routes of one family, each a thin wrapper that calls the
+/// shared handler with the family.
+macro_rules! family_routes {
+    ($module:ident, $family:expr, $base:literal, $item:literal, $tag:literal, $what:literal) => {
+        mod $module {
+            use super::*;
+
+            #[utoipa::path(
+                get, path = $base, tag = $tag, operation_id = concat!("list_", stringify!($module), "_tokens"),
+                summary = concat!("List the caller's ", $what, " tokens, ordered by serial"),
+                security(("token" = []), ("bearer" = [])),
+                responses(
+                    (status = 200, description = "The caller's rows", body = Vec<PushTokenRow>),
+                    (status = 401, response = Unauthorized),
+                    (status = 503, response = Unavailable),
+                )
+            )]
+            pub async fn list(state: State<AppState>, user: AuthUser) -> Result<Json<Vec<PushTokenRow>>> {
+                super::list(state, $family, user).await
+            }
+
+            #[utoipa::path(
+                post, path = $base, tag = $tag, operation_id = concat!("register_", stringify!($module), "_token"),
+                summary = concat!("Register a ", $what, " token at the next serial, or update the caller's row that holds it"),
+                security(("token" = []), ("bearer" = [])),
+                params(("bundleid" = Option<String>, Header, description = "Bundle id for a created row whose body has none")),
+                request_body = PushTokenRequest,
+                responses(
+                    (status = 201, description = "Created at the next serial", body = PushTokenResponse),
+                    (status = 200, description = "The caller already held the token: that row was updated", body = PushTokenResponse),
+                    (status = 400, response = BadRequest),
+                    (status = 401, response = Unauthorized),
+                    (status = 403, description = "`id` is another user's (`id error`)", body = ErrorBody),
+                    (status = 409, description = "No serial left (`serial exist`)", body = ErrorBody),
+                    (status = 413, response = PayloadTooLarge),
+                    (status = 503, response = Unavailable),
+                )
+            )]
+            pub async fn create(
+                state: State<AppState>,
+                user: AuthUser,
+                headers: HeaderMap,
+                body: JsonObject,
+            ) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+                super::create(state, $family, user, headers, body).await
+            }
+
+            #[utoipa::path(
+                delete, path = $base, tag = $tag, operation_id = concat!("delete_all_", stringify!($module), "_tokens"),
+                summary = concat!("Delete all of the caller's ", $what, " tokens"),
+                security(("token" = []), ("bearer" = [])),
+                responses(
+                    (status = 200, description = "Deleted", body = DeletedResponse),
+                    (status = 401, response = Unauthorized),
+                    (status = 503, response = Unavailable),
+                )
+            )]
+            pub async fn delete_all(state: State<AppState>, user: AuthUser) -> Result<Json<Value>> {
+                super::delete_all(state, $family, user).await
+            }
+
+            #[utoipa::path(
+                put, path = $item, tag = $tag, operation_id = concat!("put_", stringify!($module), "_token"),
+                summary = concat!("Create (201) or update (200) the caller's ", $what, " token at a serial"),
+                security(("token" = []), ("bearer" = [])),
+                params(
+                    ("serial" = i64, Path, minimum = 0, description = "The row's serial: a non-negative decimal int64"),
+                    ("bundleid" = Option<String>, Header, description = "Bundle id for a created row whose body has none"),
+                ),
+                request_body = PushTokenRequest,
+                responses(
+                    (status = 201, description = "Created at this serial", body = PushTokenResponse),
+                    (status = 200, description = "Updated; absent optional fields kept", body = PushTokenResponse),
+                    (status = 400, response = BadRequest),
+                    (status = 401, response = Unauthorized),
+                    (status = 403, description = "`id` is another user's (`id error`)", body = ErrorBody),
+                    (status = 413, response = PayloadTooLarge),
+                    (status = 503, response = Unavailable),
+                )
+            )]
+            pub async fn put_at(
+                state: State<AppState>,
+                user: AuthUser,
+                serial: Serial,
+                headers: HeaderMap,
+                body: JsonObject,
+            ) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+                super::put_at(state, $family, user, serial, headers, body).await
+            }
+
+            #[utoipa::path(
+                delete, path = $item, tag = $tag, operation_id = concat!("delete_", stringify!($module), "_token"),
+                summary = concat!("Delete the caller's ", $what, " token at a serial"),
+                security(("token" = []), ("bearer" = [])),
+                params(("serial" = i64, Path, minimum = 0, description = "The row's serial: a non-negative decimal int64")),
+                responses(
+                    (status = 200, description = "Deleted", body = SuccessBody),
+                    (status = 400, response = BadRequest),
+                    (status = 401, response = Unauthorized),
+                    (status = 404, description = "The caller has no such row (`no data error`)", body = ErrorBody),
+                    (status = 503, response = Unavailable),
+                )
+            )]
+            pub async fn delete_one(state: State<AppState>, user: AuthUser, serial: Serial) -> Result<Json<Value>> {
+                super::delete_one(state, $family, user, serial).await
+            }
+        }
+    };
 }
+
+family_routes!(
+    ring,
+    Family::Ring,
+    "/v1/api/user/token",
+    "/v1/api/user/token/{serial}",
+    "ring tokens",
+    "ring"
+);
+family_routes!(
+    message,
+    Family::Message,
+    "/v1/api/user/message/token",
+    "/v1/api/user/message/token/{serial}",
+    "message tokens",
+    "message"
+);
 
 /// A row with the vendor's `"message": "success"` beside its fields.
 #[derive(Serialize)]
-struct Success<T> {
+pub(super) struct Success<T> {
     message: &'static str,
     #[serde(flatten)]
     row: T,
@@ -64,7 +189,7 @@ fn header_bundle_id(headers: &HeaderMap) -> Option<&str> {
 
 async fn list(
     State(state): State<AppState>,
-    Extension(family): Extension<Family>,
+    family: Family,
     AuthUser(user): AuthUser,
 ) -> Result<Json<Vec<PushTokenRow>>> {
     Ok(Json(
@@ -74,7 +199,7 @@ async fn list(
 
 async fn create(
     State(state): State<AppState>,
-    Extension(family): Extension<Family>,
+    family: Family,
     AuthUser(user): AuthUser,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
@@ -84,7 +209,7 @@ async fn create(
 
 async fn put_at(
     State(state): State<AppState>,
-    Extension(family): Extension<Family>,
+    family: Family,
     AuthUser(user): AuthUser,
     Serial(serial): Serial,
     headers: HeaderMap,
@@ -121,7 +246,7 @@ async fn register(
 
 async fn delete_one(
     State(state): State<AppState>,
-    Extension(family): Extension<Family>,
+    family: Family,
     AuthUser(user): AuthUser,
     Serial(serial): Serial,
 ) -> Result<Json<Value>> {
@@ -138,7 +263,7 @@ async fn delete_one(
 
 async fn delete_all(
     State(state): State<AppState>,
-    Extension(family): Extension<Family>,
+    family: Family,
     AuthUser(user): AuthUser,
 ) -> Result<Json<Value>> {
     let deleted = state

@@ -89,21 +89,41 @@ pub struct SessionUser {
 }
 
 /// One stored push token, as the API shows it.
-#[derive(sqlx::FromRow, Serialize, Clone, Debug, PartialEq, Eq)]
+#[derive(sqlx::FromRow, Serialize, utoipa::ToSchema, Clone, PartialEq, Eq)]
 pub struct PushTokenRow {
+    /// The owner's user id.
     #[serde(rename = "id")]
     pub user_id: i64,
+    #[schema(minimum = 0)]
     pub serial: i64,
     pub push_token: String,
     pub language: String,
+    #[schema(minimum = 0, maximum = 1)]
     pub dev: i64,
     pub bundleid: String,
     pub os: String,
     pub os_token: String,
     pub push_platform: String,
     pub phone_model: String,
+    /// Unix seconds.
     pub created_at: i64,
+    /// Unix seconds.
     pub updated_at: i64,
+}
+
+impl std::fmt::Debug for PushTokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushTokenRow")
+            .field("user_id", &self.user_id)
+            .field("serial", &self.serial)
+            .field("push_token", &"[redacted]")
+            .field("language", &self.language)
+            .field("dev", &self.dev)
+            .field("bundleid", &self.bundleid)
+            .field("os", &self.os)
+            .field("os_token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A registration to store. Optional fields that are `None` take the default

@@ -227,6 +227,8 @@ impl TestApp {
         self.send_raw(method, uri, headers, bytes).await
     }
 
+    /// Sends one request and reads a JSON answer, checking that its status is
+    /// one the OpenAPI document lists for the route.
     pub async fn send_raw(
         &self,
         method: Method,
@@ -234,6 +236,26 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Reply {
+        let (status, headers, bytes) = self.send_bytes(method.clone(), uri, headers, body).await;
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
+        });
+        crate::openapi::assert_documented(&method, uri, status, &body);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends one request and returns the raw answer.
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             req = req.header(*name, *value);
@@ -252,14 +274,7 @@ impl TestApp {
             .await
             .expect("body")
             .to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
-        });
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        (status, headers, bytes.to_vec())
     }
 
     pub async fn get(&self, uri: &str, token: &str) -> Reply {

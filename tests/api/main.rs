@@ -5,6 +5,7 @@ mod binary;
 mod common;
 mod concurrency;
 mod http_errors;
+mod openapi;
 mod ops;
 mod outage;
 mod push_tokens;
