@@ -43,7 +43,7 @@ impl<'a> Fields<'a> {
     pub fn integer(&mut self, name: &'static str) -> Option<i64> {
         let (value, error) = match self.value(name) {
             None => (None, None),
-            Some(v) => match v.as_i64() {
+            Some(v) => match json_integer(v) {
                 Some(n) => (Some(n), None),
                 None => (None, Some(Error::Format(name))),
             },
@@ -79,6 +79,16 @@ impl<'a> Fields<'a> {
         }
         Ok(())
     }
+}
+
+/// A JSON number with no fractional part that fits an i64 (`1.0` is the
+/// integer 1, as JSON Schema counts it).
+fn json_integer(value: &Value) -> Option<i64> {
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+    value.as_i64().or_else(|| {
+        let f = value.as_f64()?;
+        (f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f)).then_some(f as i64)
+    })
 }
 
 fn invalid() -> ValidationError {
@@ -329,5 +339,28 @@ impl PushTokenInput {
             push_platform: body.push_platform,
             phone_model: body.phone_model,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_integers_include_integral_floats_in_range() {
+        for (text, expected) in [
+            ("5", Some(5)),
+            ("1.0", Some(1)),
+            ("-3872874502856994.0", Some(-3_872_874_502_856_994)),
+            ("-1.1831240732595036e+16", Some(-11_831_240_732_595_036)),
+            ("0.5", None),
+            ("1e300", None),
+            ("9223372036854775808", None),
+            ("\"1\"", None),
+            ("true", None),
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(json_integer(&value), expected, "{text}");
+        }
     }
 }

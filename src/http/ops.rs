@@ -74,7 +74,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 #[utoipa::path(
     get, path = "/openapi.yaml", tag = "operations", operation_id = "openapi_yaml",
     summary = "This API description (OpenAPI 3.1, YAML)",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/yaml", body = String))
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/yaml", body = Object))
 )]
 async fn openapi_yaml() -> impl IntoResponse {
     (

@@ -2071,7 +2071,21 @@ async fn rows_survive_a_restart_and_the_session_still_works(app: TestApp) {
     }
 }
 
+async fn integral_json_numbers_count_as_integers(app: TestApp) {
+    let user = app.user("alice_1").await;
+    for base in FAMILIES {
+        let body = json!({ "push_token": push_token(1), "language": "en", "dev": 1.0, "id": -3872874502856994.0 });
+        let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+        reply.assert_error(StatusCode::FORBIDDEN, "id error");
+        let body = json!({ "push_token": push_token(1), "language": "en", "dev": 1.0, "id": user.id as f64 });
+        let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+        reply.assert_success(StatusCode::CREATED);
+        assert_eq!(reply.body["dev"], 1);
+    }
+}
+
 on_every_backend!(
+    integral_json_numbers_count_as_integers,
     post_creates_row_at_serial_one_with_defaults,
     get_lists_an_empty_array_for_a_new_user,
     get_lists_rows_ordered_by_serial,
