@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -130,6 +131,12 @@ pub struct Settings {
         default_value = "5s"
     )]
     pub db_acquire_timeout: String,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "PUSHTOKEN_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "PUSHTOKEN_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// How long startup waits for the database server to become reachable.
     #[arg(
         long,
@@ -157,6 +164,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub body_limit: usize,
     pub pool: PoolOptions,
+    /// HTTPS certificate chain and key (PEM files); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -174,6 +184,8 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
             .field("pool", &self.pool)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish_non_exhaustive()
     }
 }
@@ -304,6 +316,25 @@ impl Config {
                 "db-startup-timeout",
             )?,
         };
+        let tls_cert = s.tls_cert.clone().filter(|p| !p.as_os_str().is_empty());
+        let tls_key = s.tls_key.clone().filter(|p| !p.as_os_str().is_empty());
+        match (&tls_cert, &tls_key) {
+            (Some(_), None) => {
+                return Err(bad(
+                    "PUSHTOKEN_TLS_KEY",
+                    "tls-key",
+                    "PUSHTOKEN_TLS_CERT is set but no key",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "PUSHTOKEN_TLS_CERT",
+                    "tls-cert",
+                    "PUSHTOKEN_TLS_KEY is set but no certificate",
+                ))
+            }
+            _ => {}
+        }
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -313,6 +344,8 @@ impl Config {
             log_format,
             body_limit,
             pool,
+            tls_cert,
+            tls_key,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })

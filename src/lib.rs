@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod secrets;
+pub mod server;
 pub mod store;
 
 use std::future::Future;
@@ -69,25 +70,19 @@ pub async fn serve_state(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+        (Some(cert), Some(key)) => Some(server::load_tls(cert, key)?),
+        _ => None,
+    };
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
     let purge = tokio::spawn(purge_expired_sessions(store.clone()));
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stopping_tx.send(true);
-    };
-    tracing::info!(address = %listener.local_addr()?, backend = store.backend(), "listening on {}", listener.local_addr()?);
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
-    let deadline = async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        served = server => served.context("server failed")?,
-        () = deadline => tracing::warn!("shutdown grace period over; dropping remaining connections"),
-    }
+    let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, scheme, backend = store.backend(), "listening on {address}");
+    server::run(listener, tls, app(state), shutdown, grace)
+        .await
+        .context("server failed")?;
     purge.abort();
     store.close().await;
     tracing::info!("stopped");

@@ -14,11 +14,11 @@ use crate::common::{push_token, TestDb, API_KEY, PASSWORD, RING};
 const BIN: &str = env!("CARGO_BIN_EXE_pushtoken");
 
 /// The SQLite URL of a database file in `dir`.
-fn sqlite_in(dir: &Path) -> String {
+pub(crate) fn sqlite_in(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("pushtoken.db").display())
 }
 
-fn command(database_url: &str) -> Command {
+pub(crate) fn command(database_url: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -31,9 +31,9 @@ fn command(database_url: &str) -> Command {
 }
 
 /// A running server and the address it reported.
-struct Server {
-    child: Child,
-    address: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 impl Server {
@@ -88,7 +88,7 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let pid = self.child.id().expect("running") as i32;
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])

@@ -9,3 +9,5 @@ mod openapi;
 mod ops;
 mod outage;
 mod push_tokens;
+mod secret_logs;
+mod tls;
