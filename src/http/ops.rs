@@ -17,6 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(crate::http::observe::metrics))
         .routes(routes!(openapi_yaml))
         .routes(routes!(openapi_json))
 }

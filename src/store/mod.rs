@@ -165,6 +165,15 @@ impl Default for PoolOptions {
     }
 }
 
+/// How the connection pool is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open (idle or in use).
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// The database kinds a `DATABASE_URL` can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -305,6 +314,19 @@ impl Store {
     /// one at the next serial.
     pub async fn post_push_token(&self, write: &PushTokenWrite<'_>) -> StoreResult<Written> {
         dispatch!(self, s => s.post_push_token(write).await)
+    }
+
+    /// How many push tokens each family holds (families with none omitted).
+    pub async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
+        dispatch!(self, s => s.count_push_tokens().await)
+    }
+
+    pub async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
+        dispatch!(self, s => s.count_active_sessions(now).await)
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        dispatch!(self, s => s.pool_stats())
     }
 
     pub async fn delete_push_token(

@@ -361,6 +361,29 @@ macro_rules! queries {
             }
         }
 
+        /// How many push tokens each family holds.
+        pub async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
+            Ok(sqlx::query_as("SELECT family, COUNT(*) FROM push_tokens GROUP BY family")
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        /// How many sessions have not expired.
+        pub async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?)
+        }
+
+        pub fn pool_stats(&self) -> PoolStats {
+            PoolStats {
+                size: self.pool.size(),
+                idle: self.pool.num_idle() as u32,
+                max: self.pool.options().get_max_connections(),
+            }
+        }
+
         pub async fn delete_push_token(
             &self,
             family: Family,

@@ -8,7 +8,7 @@ use sqlx::{Sqlite, SqlitePool};
 
 use super::queries::{is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
 use super::{
-    Credentials, Family, NewSession, NewUser, PoolOptions, PushTokenRow, PushTokenWrite,
+    Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
 };
 

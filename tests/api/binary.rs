@@ -37,7 +37,7 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    async fn start(database_url: &str) -> Server {
+    pub(crate) async fn start(database_url: &str) -> Server {
         let mut child = command(database_url)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -59,14 +59,27 @@ impl Server {
         Server { child, address }
     }
 
-    /// One HTTP/1.1 request over a fresh TCP connection.
-    async fn call(
+    /// One HTTP/1.1 request over a fresh TCP connection, answered in JSON.
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, body) = self.call_text(method, path, token, body).await;
+        let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("json body: {body}"));
+        (status, json)
+    }
+
+    /// One HTTP/1.1 request over a fresh TCP connection; the body as text.
+    pub(crate) async fn call_text(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.address).await.expect("connect");
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let auth = token.map(|t| format!("Token: {t}\r\n")).unwrap_or_default();
@@ -81,10 +94,7 @@ impl Server {
         let text = String::from_utf8(raw).expect("utf-8 response");
         let (head, body) = text.split_once("\r\n\r\n").expect("http response");
         let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (
-            status,
-            serde_json::from_str(body).unwrap_or_else(|_| panic!("json body: {body}")),
-        )
+        (status, body.to_owned())
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -311,4 +321,67 @@ async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn metrics_on_sqlite_report_stored_tokens_by_family_and_active_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    metrics_report_stored_tokens_by_family_and_active_sessions(&sqlite_in(dir.path())).await;
+}
+
+#[tokio::test]
+async fn metrics_on_postgres_report_stored_tokens_by_family_and_active_sessions() {
+    let db = TestDb::postgres().await;
+    metrics_report_stored_tokens_by_family_and_active_sessions(&db.url()).await;
+}
+
+/// In a process of its own, so the figures are this server's alone.
+async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url: &str) {
+    let server = Server::start(database_url).await;
+    let sign_up = json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY });
+    assert_eq!(
+        server
+            .call("POST", "/v1/api/user", None, Some(sign_up))
+            .await
+            .0,
+        201
+    );
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let login = json!({ "username": "alice_1", "password": PASSWORD });
+        let (_, body) = server
+            .call("POST", "/v1/api/user/login", None, Some(login))
+            .await;
+        tokens.push(body["token"].as_str().unwrap().to_owned());
+    }
+    for (base, n) in [(RING, 1), (RING, 2), ("/v1/api/user/message/token", 3)] {
+        let body = json!({ "push_token": push_token(n), "language": "en" });
+        assert_eq!(
+            server
+                .call("POST", base, Some(&tokens[0]), Some(body))
+                .await
+                .0,
+            201
+        );
+    }
+    let (status, text) = server.call_text("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let value = |series: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("{series} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(value("pushtoken_push_tokens{family=\"ring\"}"), 2.0);
+    assert_eq!(value("pushtoken_push_tokens{family=\"message\"}"), 1.0);
+    assert_eq!(value("pushtoken_active_sessions"), 2.0);
+    assert_eq!(value("pushtoken_database_up"), 1.0);
+    assert_eq!(
+        value(
+            r#"pushtoken_http_requests_total{route="/v1/api/user/login",method="POST",status="201"}"#
+        ),
+        2.0
+    );
+    server.stop().await;
 }

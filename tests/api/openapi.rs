@@ -98,6 +98,7 @@ fn document_lists_every_route_of_the_api() {
         "POST /v1/api/user/refresh",
         "GET /healthz",
         "GET /readyz",
+        "GET /metrics",
         "GET /openapi.yaml",
         "GET /openapi.json",
     ]

@@ -2,7 +2,7 @@
 
 use axum::http::{Method, StatusCode};
 
-use crate::common::TestApp;
+use crate::common::{registration, TestApp, RING};
 use crate::on_every_backend;
 
 async fn healthz_answers_200_without_authentication(app: TestApp) {
@@ -29,7 +29,42 @@ async fn readyz_answers_503_once_the_database_is_closed(app: TestApp) {
     );
 }
 
+async fn metrics_count_requests_by_route_template_in_prometheus_format(app: TestApp) {
+    let user = app.user("alice_1").await;
+    app.put(&format!("{RING}/41"), &user.token, registration(1))
+        .await
+        .assert_success(StatusCode::CREATED);
+    let (status, headers, body) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(body).unwrap();
+    let put = r#"pushtoken_http_requests_total{route="/v1/api/user/token/{serial}",method="PUT",status="201"}"#;
+    assert!(text.contains(put), "{text}");
+    assert!(
+        !text.contains("/v1/api/user/token/41"),
+        "the serial is not a label value"
+    );
+    let bucket = r#"pushtoken_http_request_duration_seconds_bucket{route="/v1/api/user/token/{serial}",method="PUT",le="0.005"}"#;
+    assert!(text.contains(bucket), "{text}");
+    for gauge in [
+        "pushtoken_push_tokens{family=\"ring\"}",
+        "pushtoken_push_tokens{family=\"message\"}",
+        "pushtoken_active_sessions",
+        "pushtoken_db_pool_connections{state=\"in_use\"}",
+        "pushtoken_db_pool_max_connections",
+        "pushtoken_database_up",
+    ] {
+        assert!(text.contains(gauge), "{gauge} in {text}");
+    }
+}
+
 on_every_backend!(
+    metrics_count_requests_by_route_template_in_prometheus_format,
     healthz_answers_200_without_authentication,
     readyz_answers_200_when_the_database_answers,
     readyz_answers_503_once_the_database_is_closed,

@@ -1,0 +1,150 @@
+//! Per-request observation: one log line and the request metrics, both by
+//! route template; and the Prometheus exposition at `/metrics`.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
+
+use crate::http::{AppState, REQUEST_ID};
+use crate::store::Family;
+use crate::unix_now;
+
+const REQUESTS: &str = "pushtoken_http_requests_total";
+const DURATION: &str = "pushtoken_http_request_duration_seconds";
+
+/// The process-wide metrics recorder (installed on first use).
+fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.to_owned()), &buckets)
+            .expect("histogram buckets are not empty");
+        match builder.install_recorder() {
+            Ok(handle) => {
+                metrics::describe_counter!(
+                    REQUESTS,
+                    "HTTP requests answered, by route template, method and status"
+                );
+                metrics::describe_histogram!(
+                    DURATION,
+                    metrics::Unit::Seconds,
+                    "HTTP request latency, by route template and method"
+                );
+                metrics::describe_gauge!("pushtoken_push_tokens", "Stored push tokens, by family");
+                metrics::describe_gauge!("pushtoken_active_sessions", "Unexpired sessions");
+                metrics::describe_gauge!(
+                    "pushtoken_db_pool_connections",
+                    "Database connections, by state (idle, in_use)"
+                );
+                metrics::describe_gauge!(
+                    "pushtoken_db_pool_max_connections",
+                    "Most database connections the pool holds"
+                );
+                metrics::describe_gauge!(
+                    "pushtoken_database_up",
+                    "1 when the database answered the last scrape"
+                );
+                handle
+            }
+            // Another recorder is installed (a host program's): render ours
+            // from a recorder of our own that nothing records into.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// Routes whose requests are logged at debug level, not info: probes and
+/// scrapes come every few seconds.
+fn is_quiet(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Logs one line per request (request id, method, route, status, latency)
+/// and records the request metrics. Runs inside routing, so the route is the
+/// template (`/v1/api/user/token/{serial}`), never a serial or other value.
+pub async fn observe(request: Request, next: Next) -> Response {
+    recorder();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = request.method().clone();
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let span = tracing::info_span!("request", %id, %method, %route);
+    let started = Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1e3;
+    span.in_scope(|| {
+        if is_quiet(&route) {
+            tracing::debug!(status, latency_ms, "answered");
+        } else {
+            tracing::info!(status, latency_ms, "answered");
+        }
+    });
+    let labels = [("route", route), ("method", method.to_string())];
+    metrics::histogram!(DURATION, &labels).record(latency.as_secs_f64());
+    let [route, method] = labels;
+    metrics::counter!(REQUESTS, &[route, method, ("status", status.to_string())]).increment(1);
+    response
+}
+
+/// The Prometheus text exposition: request metrics, stored push tokens by
+/// family, active sessions and database pool use.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    summary = "Metrics in the Prometheus text format",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let handle = recorder();
+    let store = &state.store;
+    let counts = store.count_push_tokens().await;
+    let sessions = store.count_active_sessions(unix_now()).await;
+    match (counts, sessions) {
+        (Ok(counts), Ok(sessions)) => {
+            for family in Family::ALL {
+                let stored = counts
+                    .iter()
+                    .find(|(f, _)| f == family.as_str())
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("pushtoken_push_tokens", "family" => family.as_str())
+                    .set(stored as f64);
+            }
+            metrics::gauge!("pushtoken_active_sessions").set(sessions as f64);
+            metrics::gauge!("pushtoken_database_up").set(1.0);
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "metrics: database unavailable");
+            metrics::gauge!("pushtoken_database_up").set(0.0);
+        }
+    }
+    let pool = store.pool_stats();
+    metrics::gauge!("pushtoken_db_pool_connections", "state" => "idle").set(pool.idle as f64);
+    metrics::gauge!("pushtoken_db_pool_connections", "state" => "in_use")
+        .set(pool.size.saturating_sub(pool.idle) as f64);
+    metrics::gauge!("pushtoken_db_pool_max_connections").set(pool.max as f64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+}
