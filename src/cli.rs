@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Cli, Command, Config, LogFormat, UserCommand};
+use crate::config::{load_secret_files, Cli, Command, Config, LogFormat, UserCommand};
 use crate::model::check_credentials;
 use crate::secrets::hash_blocking;
 use crate::store::NewUser;
@@ -15,6 +15,10 @@ use crate::{open_store, serve, shutdown_signal, unix_now};
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> ExitCode {
+    if let Err(reason) = load_secret_files() {
+        eprintln!("pushtoken: {reason}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let config = match Config::from_settings(&cli.settings) {
         Ok(config) => config,

@@ -131,6 +131,40 @@ pub struct Settings {
         default_value = "5s"
     )]
     pub db_acquire_timeout: String,
+    /// Failed logins for one username within 15 minutes before its logins
+    /// answer 429 until the window has passed (0: no limit).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_LOGIN_MAX_FAILURES",
+        global = true,
+        default_value = "10"
+    )]
+    pub login_max_failures: String,
+    /// Sign-up, login and refresh requests per minute from one client
+    /// address, in bursts of up to 100 (0: no limit).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_AUTH_RATE_PER_MINUTE",
+        global = true,
+        default_value = "300"
+    )]
+    pub auth_rate_per_minute: String,
+    /// Most requests handled at once; more are refused with 503.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_MAX_IN_FLIGHT",
+        global = true,
+        default_value = "1024"
+    )]
+    pub max_in_flight: String,
+    /// Longest a request may take before it is answered 408.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_REQUEST_TIMEOUT",
+        global = true,
+        default_value = "30s"
+    )]
+    pub request_timeout: String,
     /// PEM certificate chain: serve HTTPS (with --tls-key).
     #[arg(long, env = "PUSHTOKEN_TLS_CERT", global = true)]
     pub tls_cert: Option<PathBuf>,
@@ -164,6 +198,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub body_limit: usize,
     pub pool: PoolOptions,
+    pub login_max_failures: u32,
+    pub auth_rate_per_minute: u32,
+    pub max_in_flight: usize,
+    pub request_timeout: Duration,
     /// HTTPS certificate chain and key (PEM files); both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -184,10 +222,44 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
             .field("pool", &self.pool)
+            .field("login_max_failures", &self.login_max_failures)
+            .field("auth_rate_per_minute", &self.auth_rate_per_minute)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("request_timeout", &self.request_timeout)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .finish_non_exhaustive()
     }
+}
+
+/// Settings that hold secrets; each may instead be given as a file named by
+/// `<NAME>_FILE` (Docker and Kubernetes secrets).
+pub const SECRET_SETTINGS: [&str; 2] = ["PUSHTOKEN_API_KEY", "DATABASE_URL"];
+
+/// Reads each `<NAME>_FILE` of [`SECRET_SETTINGS`] into `<NAME>` (its
+/// trailing newline dropped). Call before parsing the command line, while
+/// the process has one thread. Both forms at once, or an unreadable file,
+/// is an error naming the variable.
+pub fn load_secret_files() -> Result<(), String> {
+    for name in SECRET_SETTINGS {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = std::env::var_os(&file_var).filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if std::env::var_os(name).is_some_and(|v| !v.is_empty()) {
+            return Err(format!(
+                "invalid {file_var}: {name} is set too; give one of them"
+            ));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "invalid {file_var}: cannot read {}: {e}",
+                std::path::Path::new(&path).display()
+            )
+        })?;
+        std::env::set_var(name, text.trim_end_matches(['\r', '\n']));
+    }
+    Ok(())
 }
 
 /// A URL with any password replaced.
@@ -316,6 +388,49 @@ impl Config {
                 "db-startup-timeout",
             )?,
         };
+        let count = |text: &str, var: &str, flag: &str, max: u32| {
+            text.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| {
+                    bad(
+                        var,
+                        flag,
+                        format!("{text:?} is not a number from 0 to {max}"),
+                    )
+                })
+        };
+        let login_max_failures = count(
+            &s.login_max_failures,
+            "PUSHTOKEN_LOGIN_MAX_FAILURES",
+            "login-max-failures",
+            1_000_000,
+        )?;
+        let auth_rate_per_minute = count(
+            &s.auth_rate_per_minute,
+            "PUSHTOKEN_AUTH_RATE_PER_MINUTE",
+            "auth-rate-per-minute",
+            1_000_000_000,
+        )?;
+        let max_in_flight = count(
+            &s.max_in_flight,
+            "PUSHTOKEN_MAX_IN_FLIGHT",
+            "max-in-flight",
+            1_000_000,
+        )?;
+        if max_in_flight == 0 {
+            return Err(bad(
+                "PUSHTOKEN_MAX_IN_FLIGHT",
+                "max-in-flight",
+                "must be at least 1",
+            ));
+        }
+        let request_timeout = timeout(
+            &s.request_timeout,
+            "PUSHTOKEN_REQUEST_TIMEOUT",
+            "request-timeout",
+        )?;
         let tls_cert = s.tls_cert.clone().filter(|p| !p.as_os_str().is_empty());
         let tls_key = s.tls_key.clone().filter(|p| !p.as_os_str().is_empty());
         match (&tls_cert, &tls_key) {
@@ -344,6 +459,10 @@ impl Config {
             log_format,
             body_limit,
             pool,
+            login_max_failures,
+            auth_rate_per_minute,
+            max_in_flight: max_in_flight as usize,
+            request_timeout,
             tls_cert,
             tls_key,
             password_cost: argon2::Params::default(),

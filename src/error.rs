@@ -41,6 +41,10 @@ pub enum Error {
     MethodNotAllowed,
     #[error("body too large")]
     BodyTooLarge,
+    #[error("server busy")]
+    Busy,
+    #[error("request timeout")]
+    Timeout,
     /// The database failed; the cause is logged, never sent.
     #[error("10001")]
     Database(#[source] sqlx::Error),
@@ -65,6 +69,8 @@ impl Error {
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout => StatusCode::REQUEST_TIMEOUT,
             Error::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -45,10 +45,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
     let passwords = Passwords::new(config.password_cost.clone())?;
+    let limits = Arc::new(http::limits::Limits::new(&config));
     Ok(AppState {
         store,
         config: Arc::new(config),
         passwords,
+        limits,
     })
 }
 
@@ -76,7 +78,7 @@ pub async fn serve_state(
     };
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
-    let purge = tokio::spawn(purge_expired_sessions(store.clone()));
+    let purge = tokio::spawn(housekeeping(store.clone(), state.limits.clone()));
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, scheme, backend = store.backend(), "listening on {address}");
@@ -89,11 +91,12 @@ pub async fn serve_state(
     Ok(())
 }
 
-/// Deletes dead sessions once an hour.
-async fn purge_expired_sessions(store: Store) {
+/// Once an hour: deletes dead sessions and forgets idle rate-limit state.
+async fn housekeeping(store: Store, limits: Arc<http::limits::Limits>) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
+        limits.sweep();
         match store.purge_expired_sessions(unix_now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),

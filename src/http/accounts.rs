@@ -10,9 +10,11 @@ use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
 use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOrEmpty};
+use crate::http::limits::AuthRate;
 use crate::http::schema::{
     BadRequest, ErrorBody, LoginRequest, LogoutRequest, PayloadTooLarge, RefreshRequest,
-    SessionResponse, SignUpRequest, SignUpResponse, Success, Unauthorized, Unavailable,
+    SessionResponse, SignUpRequest, SignUpResponse, Success, TooManyRequests, Unauthorized,
+    Unavailable,
 };
 use crate::http::AppState;
 use crate::model::{required_string, Fields, SignUp};
@@ -49,10 +51,12 @@ struct SessionIssued {
         (status = 403, description = "Wrong registration key, or sign-up disabled (`apikey error`)", body = ErrorBody),
         (status = 409, description = "`username exist`, `email exist` or `phone exist`", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     )
 )]
 async fn sign_up(
+    _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>)> {
@@ -92,15 +96,18 @@ async fn sign_up(
         (status = 400, response = BadRequest),
         (status = 401, description = "`username or password error`", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     )
 )]
 async fn login(
+    _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<SessionIssued>)> {
     let username = required_string(&body, "username")?;
     let password = required_string(&body, "password")?;
+    state.limits.check_username(&username)?;
     let account = state.store.find_credentials(&username).await?;
     let (user_id, hash) = match account {
         Some(c) => (Some(c.id), Some(c.password_hash)),
@@ -113,8 +120,10 @@ async fn login(
         .map_err(Error::Internal)?;
     let Some(user_id) = user_id.filter(|_| verified) else {
         tracing::info!("login refused");
+        state.limits.login_failed(&username);
         return Err(Error::BadCredentials);
     };
+    state.limits.login_succeeded(&username);
     let (session, issued) = new_session(&state, user_id);
     state.store.create_session(&session).await?;
     tracing::info!(user_id, "logged in");
@@ -177,10 +186,12 @@ async fn logout(
         (status = 400, response = BadRequest),
         (status = 401, description = "Unknown, expired or used key (`invalid token`)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     )
 )]
 async fn refresh(
+    _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<SessionIssued>)> {

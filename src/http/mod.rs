@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod extract;
+pub mod limits;
 mod observe;
 mod ops;
 mod push_tokens;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub passwords: Passwords,
+    pub limits: Arc<limits::Limits>,
 }
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -75,6 +77,10 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response_owned()
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::bound,
+        ))
         .layer(axum::middleware::from_fn(observe::observe))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

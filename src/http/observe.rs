@@ -62,9 +62,9 @@ fn recorder() -> &'static PrometheusHandle {
     })
 }
 
-/// Routes whose requests are logged at debug level, not info: probes and
-/// scrapes come every few seconds.
-fn is_quiet(route: &str) -> bool {
+/// Probes and scrapes: they come every few seconds, so they are logged at
+/// debug level, and they pass the in-flight cap (a busy server is alive).
+pub(crate) fn is_probe(route: &str) -> bool {
     matches!(route, "/healthz" | "/readyz" | "/metrics")
 }
 
@@ -92,7 +92,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1e3;
     span.in_scope(|| {
-        if is_quiet(&route) {
+        if is_probe(&route) {
             tracing::debug!(status, latency_ms, "answered");
         } else {
             tracing::info!(status, latency_ms, "answered");

@@ -216,6 +216,13 @@ pub struct Unauthorized(#[allow(dead_code)] ErrorBody);
 pub struct PayloadTooLarge(#[allow(dead_code)] ErrorBody);
 
 #[derive(ToResponse)]
+#[response(
+    description = "Rate limited (`too many requests`): too many failed logins for the username, or too many sign-up, login and refresh requests from the address",
+    headers(("Retry-After" = u64, description = "Seconds to wait"))
+)]
+pub struct TooManyRequests(#[allow(dead_code)] ErrorBody);
+
+#[derive(ToResponse)]
 #[response(description = "The database failed (`10001`)")]
 pub struct Unavailable(#[allow(dead_code)] ErrorBody);
 
@@ -257,7 +264,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     components(
         schemas(ErrorBody, Success),
-        responses(BadRequest, Unauthorized, PayloadTooLarge, Unavailable)
+        responses(BadRequest, Unauthorized, PayloadTooLarge, TooManyRequests, Unavailable)
     ),
     tags(
         (name = "accounts", description = "Sign-up, login, logout and session refresh"),

@@ -385,3 +385,74 @@ async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn secrets_can_be_given_as_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("api_key");
+    std::fs::write(&key_file, "key-from-a-file\n").unwrap();
+    let url_file = dir.path().join("database_url");
+    std::fs::write(&url_file, format!("{}\n", sqlite_in(dir.path()))).unwrap();
+
+    let mut child = command("unused")
+        .env_remove("DATABASE_URL")
+        .env_remove("PUSHTOKEN_API_KEY")
+        .env("DATABASE_URL_FILE", &url_file)
+        .env("PUSHTOKEN_API_KEY_FILE", &key_file)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let server = Server { child, address };
+    let body = |key: &str| json!({ "username": "alice_1", "password": PASSWORD, "apikey": key });
+    assert_eq!(
+        server
+            .call("POST", "/v1/api/user", None, Some(body(API_KEY)))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        server
+            .call("POST", "/v1/api/user", None, Some(body("key-from-a-file")))
+            .await
+            .0,
+        201
+    );
+    server.stop().await;
+    assert!(
+        dir.path().join("pushtoken.db").exists(),
+        "DATABASE_URL came from its file"
+    );
+
+    // Both forms at once, or a missing file, stop startup with one line.
+    let both = command(&sqlite_in(dir.path()))
+        .env("PUSHTOKEN_API_KEY_FILE", &key_file)
+        .output()
+        .await
+        .unwrap();
+    let missing = command(&sqlite_in(dir.path()))
+        .env_remove("PUSHTOKEN_API_KEY")
+        .env("PUSHTOKEN_API_KEY_FILE", dir.path().join("nowhere"))
+        .output()
+        .await
+        .unwrap();
+    for output in [both, missing] {
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("PUSHTOKEN_API_KEY_FILE"), "{stderr}");
+    }
+}

@@ -188,6 +188,11 @@ impl TestApp {
         TestApp { state, db, router }
     }
 
+    /// The router, to send requests the helpers cannot express.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// A second server instance on the same database, running beside this one.
     pub async fn another_instance(&self) -> Self {
         self.another_instance_with(&[]).await

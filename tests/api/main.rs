@@ -5,6 +5,7 @@ mod binary;
 mod common;
 mod concurrency;
 mod http_errors;
+mod limits;
 mod openapi;
 mod ops;
 mod outage;
