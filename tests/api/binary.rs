@@ -38,7 +38,12 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(database_url: &str) -> Server {
-        let mut child = command(database_url)
+        Server::spawn(command(database_url)).await
+    }
+
+    /// Runs `cmd` and waits for the address it reports listening on.
+    pub(crate) async fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -394,28 +399,12 @@ async fn secrets_can_be_given_as_files() {
     let url_file = dir.path().join("database_url");
     std::fs::write(&url_file, format!("{}\n", sqlite_in(dir.path()))).unwrap();
 
-    let mut child = command("unused")
-        .env_remove("DATABASE_URL")
+    let mut cmd = command("unused");
+    cmd.env_remove("DATABASE_URL")
         .env_remove("PUSHTOKEN_API_KEY")
         .env("DATABASE_URL_FILE", &url_file)
-        .env("PUSHTOKEN_API_KEY_FILE", &key_file)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let server = Server { child, address };
+        .env("PUSHTOKEN_API_KEY_FILE", &key_file);
+    let server = Server::spawn(cmd).await;
     let body = |key: &str| json!({ "username": "alice_1", "password": PASSWORD, "apikey": key });
     assert_eq!(
         server

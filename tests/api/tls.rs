@@ -2,18 +2,18 @@
 //! address; a bad certificate stops startup with a clear reason.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use crate::binary::Server;
 use crate::common::{API_KEY, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushtoken");
@@ -88,23 +88,8 @@ async fn https(
 async fn with_a_certificate_the_server_speaks_https() {
     let dir = tempfile::tempdir().unwrap();
     let cert = self_signed(dir.path());
-    let mut child = command(dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("server exited before listening");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let server = Server::spawn(command(dir.path())).await;
+    let address = server.address.clone();
 
     let (status, body) = https(&address, &cert, "GET", "/healthz", json!(null)).await;
     assert_eq!((status, &body["status"]), (200, &json!("ok")));
@@ -125,7 +110,7 @@ async fn with_a_certificate_the_server_speaks_https() {
     let mut raw = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut raw)).await;
     assert!(!String::from_utf8_lossy(&raw).contains("200 OK"));
-    child.kill().await.unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
