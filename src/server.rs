@@ -27,6 +27,9 @@ use tower::ServiceExt;
 /// handshake) by then is cut off.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest request head (request line and headers) read: more is 431.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// Loads a PEM certificate chain and private key into a TLS configuration.
 /// Every failure names the file and what is wrong with it.
 pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
@@ -61,7 +64,8 @@ pub async fn run(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -106,27 +110,119 @@ async fn serve_connection(
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let mut request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request)
-    });
-    let result = match tls {
-        None => {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
+        let guard = seen.begin();
+        let response = app.clone().oneshot(request);
+        async move {
+            let response = response.await;
+            drop(guard);
+            response
         }
-        Some(acceptor) => {
-            let stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
+    });
+    let served = async {
+        match tls {
+            None => {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(connection.into_owned()).await
+            }
+            Some(acceptor) => {
+                let stream = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return Ok(());
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return Ok(());
+                    }
+                };
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                watcher.watch(connection.into_owned()).await
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = served => result,
+        () = activity.idle_for_too_long() => {
+            tracing::debug!(%peer, "closed an idle connection");
+            Ok(())
         }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Requests on one connection: how many are being answered, and when the
+/// last one ended. A connection that has no request in flight for too long
+/// is closed: before its first request after [`HEAD_TIMEOUT`] (a client that
+/// connects and sends nothing, or only an HTTP/2 preface), later after
+/// [`IDLE_TIMEOUT`] (a keep-alive connection nobody uses).
+#[derive(Default)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    requests: std::sync::atomic::AtomicU64,
+    last_end: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// How long a keep-alive connection may sit without a request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::time::Instant::now());
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        use std::sync::atomic::Ordering;
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Resolves once the connection has been without a request in flight
+    /// for longer than its allowance.
+    async fn idle_for_too_long(&self) {
+        use std::sync::atomic::Ordering;
+        let opened = tokio::time::Instant::now();
+        loop {
+            let (since, allowance) = match self.requests.load(Ordering::SeqCst) {
+                0 => (opened, HEAD_TIMEOUT),
+                _ => {
+                    let last = *self.last_end.lock().unwrap_or_else(|e| e.into_inner());
+                    (last.unwrap_or(opened), IDLE_TIMEOUT)
+                }
+            };
+            let idle = self.in_flight.load(Ordering::SeqCst) == 0;
+            let deadline = since + allowance;
+            if idle && tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            let next = if idle {
+                deadline
+            } else {
+                tokio::time::Instant::now() + Duration::from_secs(1)
+            };
+            tokio::time::sleep_until(
+                next.max(tokio::time::Instant::now() + Duration::from_millis(100)),
+            )
+            .await;
+        }
     }
 }

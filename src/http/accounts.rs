@@ -13,8 +13,8 @@ use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOr
 use crate::http::limits::AuthRate;
 use crate::http::schema::{
     BadRequest, ErrorBody, LoginRequest, LogoutRequest, PayloadTooLarge, RefreshRequest,
-    SessionResponse, SignUpRequest, SignUpResponse, Success, TooManyRequests, Unauthorized,
-    Unavailable,
+    RequestTimeout, SessionResponse, SignUpRequest, SignUpResponse, Success, TooManyRequests,
+    Unauthorized, Unavailable,
 };
 use crate::http::AppState;
 use crate::model::{required_string, Fields, SignUp};
@@ -50,6 +50,7 @@ struct SessionIssued {
         (status = 400, response = BadRequest),
         (status = 403, description = "Wrong registration key, or sign-up disabled (`apikey error`)", body = ErrorBody),
         (status = 409, description = "`username exist`, `email exist` or `phone exist`", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
@@ -95,6 +96,7 @@ async fn sign_up(
         (status = 201, description = "Logged in", body = SessionResponse),
         (status = 400, response = BadRequest),
         (status = 401, description = "`username or password error`", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
@@ -141,6 +143,7 @@ async fn login(
         (status = 200, description = "Logged out", body = Success),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 503, response = Unavailable),
     )
@@ -185,6 +188,7 @@ async fn logout(
         (status = 201, description = "Rotated", body = SessionResponse),
         (status = 400, response = BadRequest),
         (status = 401, description = "Unknown, expired or used key (`invalid token`)", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::http::extract::{AuthUser, JsonObject, Serial};
 use crate::http::schema::{
     BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenRequest, PushTokenResponse,
-    Success as SuccessBody, Unauthorized, Unavailable,
+    RequestTimeout, Success as SuccessBody, Unauthorized, Unavailable,
 };
 use crate::http::AppState;
 use crate::model::{is_bundle_id, PushTokenInput};
@@ -61,6 +61,7 @@ macro_rules! family_routes {
                     (status = 401, response = Unauthorized),
                     (status = 403, description = "`id` is another user's (`id error`)", body = ErrorBody),
                     (status = 409, description = "No serial left (`serial exist`)", body = ErrorBody),
+                    (status = 408, response = RequestTimeout),
                     (status = 413, response = PayloadTooLarge),
                     (status = 503, response = Unavailable),
                 )
@@ -103,6 +104,7 @@ macro_rules! family_routes {
                     (status = 400, response = BadRequest),
                     (status = 401, response = Unauthorized),
                     (status = 403, description = "`id` is another user's (`id error`)", body = ErrorBody),
+                    (status = 408, response = RequestTimeout),
                     (status = 413, response = PayloadTooLarge),
                     (status = 503, response = Unavailable),
                 )

@@ -200,7 +200,7 @@ pub struct DeletedResponse {
     pub deleted: i64,
 }
 
-/// The error responses, by status.
+/// The error responses, by status. (503 covers `10001` and `server busy`.)
 #[derive(ToResponse)]
 #[response(description = "Invalid request: a field, the serial or the body (see `message`)")]
 pub struct BadRequest(#[allow(dead_code)] ErrorBody);
@@ -210,6 +210,12 @@ pub struct BadRequest(#[allow(dead_code)] ErrorBody);
     description = "No session token (`no token`), or an unknown, expired or revoked one (`invalid token`)"
 )]
 pub struct Unauthorized(#[allow(dead_code)] ErrorBody);
+
+#[derive(ToResponse)]
+#[response(
+    description = "The request took longer than the request timeout, most often a body sent too slowly (`request timeout`)"
+)]
+pub struct RequestTimeout(#[allow(dead_code)] ErrorBody);
 
 #[derive(ToResponse)]
 #[response(description = "Body larger than the limit (`body too large`)")]
@@ -223,7 +229,9 @@ pub struct PayloadTooLarge(#[allow(dead_code)] ErrorBody);
 pub struct TooManyRequests(#[allow(dead_code)] ErrorBody);
 
 #[derive(ToResponse)]
-#[response(description = "The database failed (`10001`)")]
+#[response(
+    description = "The database failed (`10001`), or the server is at its in-flight cap (`server busy`)"
+)]
 pub struct Unavailable(#[allow(dead_code)] ErrorBody);
 
 struct SecuritySchemes;
@@ -264,7 +272,7 @@ impl Modify for SecuritySchemes {
     modifiers(&SecuritySchemes),
     components(
         schemas(ErrorBody, Success),
-        responses(BadRequest, Unauthorized, PayloadTooLarge, TooManyRequests, Unavailable)
+        responses(BadRequest, Unauthorized, RequestTimeout, PayloadTooLarge, TooManyRequests, Unavailable)
     ),
     tags(
         (name = "accounts", description = "Sign-up, login, logout and session refresh"),

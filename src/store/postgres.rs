@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::queries::{is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
+use super::queries::{backoff, is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
@@ -52,6 +52,25 @@ impl PgStore {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Serializes the writes to one user's family for the transaction:
+    /// concurrent POSTs then read the highest serial one after another.
+    /// (Lock keys: `user_id * 2 + family`, distinct for every user id below
+    /// 2^62; pushtoken takes no other advisory locks.)
+    async fn lock_family(
+        conn: &mut sqlx::PgConnection,
+        write: &PushTokenWrite<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let family = match write.family {
+            Family::Ring => 0,
+            Family::Message => 1,
+        };
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(write.user_id.wrapping_mul(2).wrapping_add(family))
+            .execute(conn)
+            .await?;
         Ok(())
     }
 

@@ -5,11 +5,23 @@
 //! Writes run in short transactions whose first statement writes, so SQLite
 //! takes its write lock at once; on PostgreSQL a write that lost a race to a
 //! concurrent one (a unique violation, a deadlock, a row gone under it) is
-//! retried whole, so the database's constraints alone keep "one phone token,
-//! one row" and unique serials, across any number of server instances.
+//! retried whole (after a short random pause), so the database's constraints
+//! alone keep "one phone token, one row" and unique serials, across any
+//! number of server instances. Writes to one user's family also take a
+//! per-(user, family) lock where the backend has one (`lock_family`), so
+//! concurrent POSTs choosing the next serial queue instead of colliding.
 
 /// Attempts of a write transaction before its error is returned.
 pub(super) const WRITE_ATTEMPTS: u32 = 20;
+
+/// A short random pause before attempt `attempt` of a write, so writers that
+/// collided do not collide again in lockstep.
+pub(super) async fn backoff(attempt: u32) {
+    use rand::Rng;
+    let most = 1u64 << attempt.min(6);
+    let millis = rand::thread_rng().gen_range(0..=most);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}
 
 /// Whether a failed write transaction should be run again.
 pub(super) fn is_retryable(error: &sqlx::Error) -> bool {
@@ -207,7 +219,10 @@ macro_rules! queries {
             let mut attempt = 1;
             loop {
                 match self.try_put_push_token(write, serial).await {
-                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => attempt += 1,
+                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
+                        backoff(attempt).await;
+                        attempt += 1;
+                    }
                     done => return Ok(done?),
                 }
             }
@@ -219,6 +234,7 @@ macro_rules! queries {
             serial: i64,
         ) -> Result<Written, sqlx::Error> {
             let mut tx = self.pool.begin().await?;
+            Self::lock_family(&mut tx, write).await?;
             // The token leaves any other row that holds it: the caller's at
             // another serial (a move) or another user's (a takeover).
             sqlx::query(
@@ -249,7 +265,10 @@ macro_rules! queries {
             let mut attempt = 1;
             loop {
                 match self.try_post_push_token(write).await {
-                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => attempt += 1,
+                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
+                        backoff(attempt).await;
+                        attempt += 1;
+                    }
                     Err(sqlx::Error::Protocol(_)) => return Err(StoreError::Conflict("serial")),
                     done => return Ok(done?),
                 }
@@ -261,6 +280,7 @@ macro_rules! queries {
             write: &PushTokenWrite<'_>,
         ) -> Result<Written, sqlx::Error> {
             let mut tx = self.pool.begin().await?;
+            Self::lock_family(&mut tx, write).await?;
             sqlx::query(
                 "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 AND user_id <> $3",
             )

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::queries::{is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
+use super::queries::{backoff, is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
@@ -43,6 +43,15 @@ impl SqliteStore {
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Nothing to do: SQLite lets one writer in at a time, and every write
+    /// transaction takes the write lock with its first statement.
+    async fn lock_family(
+        _: &mut sqlx::SqliteConnection,
+        _: &PushTokenWrite<'_>,
+    ) -> Result<(), sqlx::Error> {
         Ok(())
     }
 

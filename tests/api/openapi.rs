@@ -164,6 +164,22 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
             send(method, &path, &auth, json(valid)).await
         }
         (_, 413) => send(method, &path, &auth, big).await,
+        (_, 408) => {
+            // The server runs with a 1 s request timeout; the body never comes.
+            let stalled = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+            let request = axum::http::Request::builder()
+                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+                .uri(&path)
+                .header("token", token)
+                .body(axum::body::Body::from_stream(stalled))
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(app.router(), request).await.unwrap();
+            let status = response.status();
+            let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_documented(&Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), &path, status, &body);
+            (status, body)
+        }
         (_, 429) => {
             // The server runs with two sign-up/login/refresh requests a
             // minute per address; `app.user` spent both.
@@ -232,10 +248,10 @@ async fn every_status_the_document_lists_is_answered(app: TestApp) {
     drop(app);
     for (template, method, status) in cases {
         // A fresh server each time: some cases close the database.
-        let flags: &[&str] = if status == 429 {
-            &["--auth-rate-per-minute", "2"]
-        } else {
-            &[]
+        let flags: &[&str] = match status {
+            429 => &["--auth-rate-per-minute", "2"],
+            408 => &["--request-timeout", "1s"],
+            _ => &[],
         };
         let app = TestApp::start_at(db.clone(), &db.url(), flags).await;
         let (got, body) = trigger(&app, &method, &template, status).await;

@@ -1,0 +1,69 @@
+//! Arbitrary bytes through the server's body parsing and validation: the
+//! JSON reading of `JsonObject` (`serde_json::from_slice` to a `Value`, with
+//! the server's `float_roundtrip` feature), then every parser a route runs
+//! on the object. None may panic; each either refuses with a client error
+//! (4xx) or accepts a body that keeps the documented rules.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushtoken::error::Error;
+use pushtoken::http::extract::parse_serial;
+use pushtoken::model::{required_string, PushTokenInput, SignUp};
+use serde_json::Value;
+
+fn refused(error: Error) {
+    assert!(
+        error.status().is_client_error(),
+        "a body was refused with {}: {error}",
+        error.status()
+    );
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The `{serial}` path segment, when the bytes are text.
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(serial) = parse_serial(text) {
+            assert!(serial >= 0, "{text:?} parsed as {serial}");
+        }
+    }
+
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+
+    match PushTokenInput::parse(&map, 1) {
+        Ok(input) => {
+            assert_eq!(input.push_token.chars().count(), 64);
+            assert!(input.push_token.bytes().all(|b| b.is_ascii_graphic()));
+            assert!((2..=11).contains(&input.language.chars().count()));
+            assert!(input.dev.is_none_or(|dev| dev == 0 || dev == 1));
+            if let Some(os) = &input.os {
+                assert!(os.chars().count() <= 32 && !os.chars().any(char::is_control));
+            }
+            if let Some(model) = &input.phone_model {
+                assert!(model.chars().count() <= 128 && !model.chars().any(char::is_control));
+            }
+        }
+        Err(error) => refused(error),
+    }
+
+    match SignUp::parse(&map, |_| true) {
+        Ok(body) => {
+            let username = body.username.expect("a valid sign-up has a username");
+            assert!((6..=32).contains(&username.chars().count()));
+            assert!(!username.bytes().all(|b| b.is_ascii_digit()));
+            let password = body.password.expect("a valid sign-up has a password");
+            assert!((8..=16).contains(&password.chars().count()));
+            assert!(body.apikey.is_some());
+        }
+        Err(error) => refused(error),
+    }
+
+    // Login, logout and refresh read plain string fields.
+    for name in ["username", "password", "token", "reflash_key"] {
+        if let Err(error) = required_string(&map, name) {
+            refused(error);
+        }
+    }
+});
