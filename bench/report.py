@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Turns bench/run's JSON lines into the Markdown report (stdout).
+
+Usage: report.py results.jsonl [backend=explain.txt ...]
+
+Ceilings (measured in the same run):
+  - GET and login: the minimal axum JSON handler (`ceiling`) at the same
+    connection count (throughput, p99 latency, peak RSS).
+  - PUT, POST, DELETE: the raw single-connection upsert rate through sqlx on
+    the same backend (`raw-upsert`, mode on-conflict = one INSERT … ON
+    CONFLICT statement per commit; mode tx = the statements the server's PUT
+    runs, shown beside it).
+"""
+import json
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+explains = dict(a.split("=", 1) for a in sys.argv[2:])
+meta = next((r for r in rows if r.get("scenario") == "meta"), {})
+
+
+def find(**kw):
+    hits = [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+    return hits[-1] if hits else None
+
+
+def f(x, nd=0):
+    return "—" if x is None else f"{x:,.{nd}f}"
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def mib(r):
+    return None if r is None or "peak_rss_kib" not in r else r["peak_rss_kib"] / 1024
+
+
+out = []
+p = out.append
+p(f"# pushtoken benchmark ({meta.get('mode', 'main')} run{', QUICK' if meta.get('quick') else ''})\n")
+p(f"- machine: {meta.get('machine')}; PostgreSQL {meta.get('postgres')}; sqlite3 CLI {meta.get('sqlite')}")
+p(f"- {meta.get('duration')} s per measurement, load spread over {meta.get('users')} users, "
+  f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; commit {meta.get('commit')}")
+p("")
+
+backends = [b for b in ("sqlite", "postgres") if any(r.get("backend") == b for r in rows)]
+conns = sorted({r["conns"] for r in rows if r.get("label") == "load"})
+
+if meta.get("mode", "main") == "main":
+    p("## Ceilings\n")
+    p("| ceiling | conns | req/s | p50 ms | p99 ms | peak RSS MiB |")
+    p("|---|---:|---:|---:|---:|---:|")
+    for c in conns:
+        r = find(backend="ceiling", label="load", conns=c)
+        if r:
+            p(f"| axum JSON handler, no auth/DB | {c} | {f(r['rps'])} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(mib(r), 1)} |")
+    r = find(backend="ceiling", label="half-peak")
+    if r:
+        p(f"| same, paced at half its peak ({f(r['target_rate'])}/s) | 32 | {f(r['rps'])} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(mib(r), 1)} |")
+    for b in backends:
+        for mode in ("on-conflict", "tx"):
+            r = find(backend=b, label="raw", scenario=f"raw-upsert-{mode}")
+            if r:
+                p(f"| raw upsert {b} ({mode}), sqlx, 1 conn, no HTTP | 1 | {f(r['rps'])} | — | — | — |")
+    p("")
+
+    for b in backends:
+        raw = find(backend=b, label="raw", scenario="raw-upsert-on-conflict")
+        raw_tx = find(backend=b, label="raw", scenario="raw-upsert-tx")
+        raw_rps = raw and raw["rps"]
+        raw_tx_rps = raw_tx and raw_tx["rps"]
+        p(f"## {b}\n")
+        p("Ratios: GET and login to the HTTP ceiling at the same connection count; "
+          "PUT/POST/DELETE to the raw single-connection upsert rate (on-conflict; tx in brackets). "
+          "p99 ratio: to the HTTP ceiling's p99 at the same connection count. "
+          "RSS ratio: to the ceiling's peak RSS at the same connection count.\n")
+        p("| scenario | conns | req/s | ratio | p50 ms | p99 ms | p99 ratio | errors | peak RSS MiB | RSS ratio |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for s in ("get", "put", "post", "delete", "login"):
+            for c in conns:
+                r = find(backend=b, label="load", scenario=s, conns=c)
+                if not r:
+                    continue
+                ceil = find(backend="ceiling", label="load", conns=c)
+                if s in ("get", "login"):
+                    rat = f(ratio(r["rps"], ceil and ceil["rps"]), 3)
+                else:
+                    rat = f"{f(ratio(r['rps'], raw_rps), 2)} ({f(ratio(r['rps'], raw_tx_rps), 2)})"
+                p(f"| {s} | {c} | {f(r['rps'])} | {rat} | {f(r['p50_ms'], 2)} | {f(r['p99_ms'], 2)} | "
+                  f"{f(ratio(r['p99_ms'], ceil and ceil['p99_ms']), 1)} | {r['errors']} | {f(mib(r), 1)} | "
+                  f"{f(ratio(mib(r), mib(ceil)), 1)} |")
+        for s in ("get", "put"):
+            r = find(backend=b, label="half-peak", scenario=s)
+            if r:
+                ceil = find(backend="ceiling", label="half-peak")
+                p(f"| {s} paced at half its peak ({f(r['target_rate'])}/s) | 32 | {f(r['rps'])} | — | "
+                  f"{f(r['p50_ms'], 2)} | {f(r['p99_ms'], 2)} | {f(ratio(r['p99_ms'], ceil and ceil['p99_ms']), 1)} | "
+                  f"{r['errors']} | {f(mib(r), 1)} | — |")
+        g = find(backend=b, label="under-login", scenario="get")
+        l = find(backend=b, label="under-login", scenario="login")
+        alone = find(backend=b, label="load", scenario="get", conns=32)
+        if g and alone:
+            p(f"| get while login runs at 32 conns | 32 | {f(g['rps'])} | {f(ratio(g['rps'], alone['rps']), 3)} of GET alone | "
+              f"{f(g['p50_ms'], 2)} | {f(g['p99_ms'], 2)} | — | {g['errors']} | {f(mib(g), 1)} | — |")
+        if l:
+            p(f"| login beside it | 32 | {f(l['rps'])} | — | {f(l['p50_ms'], 2)} | {f(l['p99_ms'], 2)} | — | {l['errors']} | — | — |")
+        p("")
+
+    p("## Targets\n")
+    p("| target | measured | met? |")
+    p("|---|---|---|")
+    for b in backends:
+        raw = find(backend=b, label="raw", scenario="raw-upsert-on-conflict")
+        g32 = find(backend=b, label="load", scenario="get", conns=32)
+        c32 = find(backend="ceiling", label="load", conns=32)
+        rg = ratio(g32 and g32["rps"], c32 and c32["rps"])
+        if rg is not None:
+            p(f"| {b}: GET at 32 conns ≥ 0.5 × ceiling | {rg:.3f} | {'yes' if rg >= 0.5 else 'no'} |")
+        p32 = find(backend=b, label="load", scenario="put", conns=32)
+        rp = ratio(p32 and p32["rps"], raw and raw["rps"])
+        if rp is not None:
+            p(f"| {b}: PUT at 32 conns ≥ 2 × raw 1-conn upsert | {rp:.2f} | {'yes' if rp >= 2 else 'no'} |")
+        for s in ("get", "put"):
+            h = find(backend=b, label="half-peak", scenario=s)
+            if h:
+                ok = h["p99_ms"] < 5 and h["errors"] == 0
+                p(f"| {b}: {s} p99 at half peak < 5 ms | {h['p99_ms']:.2f} ms at {h['rps']:,.0f}/s | {'yes' if ok else 'no'} |")
+        at256 = [r for r in rows if r.get("backend") == b and r.get("conns") == 256 and "peak_rss_kib" in r]
+        if at256:
+            worst = max(at256, key=lambda r: r["peak_rss_kib"])
+            m = worst["peak_rss_kib"] / 1024
+            p(f"| {b}: server peak RSS < 64 MiB at 256 conns | {m:.1f} MiB (worst: {worst['scenario']}) | {'yes' if m < 64 else 'no'} |")
+        g = find(backend=b, label="under-login", scenario="get")
+        alone = find(backend=b, label="load", scenario="get", conns=32)
+        if g and alone:
+            p(f"| {b}: login does not starve GET (GET under login load / GET alone) | {g['rps'] / alone['rps']:.3f}, p99 {g['p99_ms']:.2f} ms | see text |")
+    p("")
+else:
+    p("## Growth: almost empty vs bulk-loaded database, 32 connections\n")
+    p("| backend | scenario | empty req/s | large req/s | large / empty | empty p99 ms | large p99 ms | within 20%? |")
+    p("|---|---|---:|---:|---:|---:|---:|---|")
+    for b in backends:
+        for s in ("get", "put"):
+            e = find(backend=b, label="growth-empty", scenario=s)
+            l = find(backend=b, label="growth-large", scenario=s)
+            if e and l:
+                r = l["rps"] / e["rps"]
+                p(f"| {b} | {s} | {f(e['rps'])} | {f(l['rps'])} | {r:.3f} | {e['p99_ms']:.2f} | {l['p99_ms']:.2f} | {'yes' if r >= 0.8 else 'no'} |")
+    p("")
+    for b, path in explains.items():
+        p(f"### Query plans on the large database ({b})\n")
+        p("```")
+        p(open(path).read().rstrip())
+        p("```\n")
+
+print("\n".join(out))
