@@ -15,6 +15,7 @@ use crate::{open_store, serve, shutdown_signal, unix_now};
 
 /// Runs the command line and returns the process exit code.
 pub fn run() -> ExitCode {
+    return_large_blocks_to_the_system();
     if let Err(reason) = load_secret_files() {
         eprintln!("pushtoken: {reason}");
         return ExitCode::from(2);
@@ -134,4 +135,18 @@ fn read_password_line() -> anyhow::Result<String> {
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
     Ok(password)
+}
+
+/// Argon2 hashes a password in a 19 MiB block. glibc raises its mmap
+/// threshold once such a block is freed, after which the blocks come from
+/// per-thread arenas and stay with the process: a few hundred logins would
+/// pin hundreds of MiB. A fixed threshold keeps large blocks mmapped, so they
+/// go back to the system when freed.
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; it is called once, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
