@@ -9,7 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::common::{push_token, TestDb, API_KEY, PASSWORD, RING};
+use crate::common::{push_token, API_KEY, PASSWORD, RING};
+use crate::on_every_database;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pushtoken");
 
@@ -118,18 +119,6 @@ impl Server {
     }
 }
 
-#[tokio::test]
-async fn binary_on_sqlite_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    serves_on_port_0_and_keeps_data_and_sessions_across_restart(&sqlite_in(dir.path())).await;
-}
-
-#[tokio::test]
-async fn binary_on_postgres_serves_on_port_0_and_keeps_data_and_sessions_across_restart() {
-    let db = TestDb::postgres().await;
-    serves_on_port_0_and_keeps_data_and_sessions_across_restart(&db.url()).await;
-}
-
 async fn serves_on_port_0_and_keeps_data_and_sessions_across_restart(database_url: &str) {
     let server = Server::start(database_url).await;
 
@@ -197,18 +186,6 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(variable), "names {variable}: {stderr}");
     }
-}
-
-#[tokio::test]
-async fn user_add_on_sqlite_prints_the_id_and_the_user_can_log_in() {
-    let dir = tempfile::tempdir().unwrap();
-    user_add_prints_the_id_and_the_user_can_log_in(&sqlite_in(dir.path())).await;
-}
-
-#[tokio::test]
-async fn user_add_on_postgres_prints_the_id_and_the_user_can_log_in() {
-    let db = TestDb::postgres().await;
-    user_add_prints_the_id_and_the_user_can_log_in(&db.url()).await;
 }
 
 async fn user_add_prints_the_id_and_the_user_can_log_in(database_url: &str) {
@@ -328,18 +305,6 @@ async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-#[tokio::test]
-async fn metrics_on_sqlite_report_stored_tokens_by_family_and_active_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    metrics_report_stored_tokens_by_family_and_active_sessions(&sqlite_in(dir.path())).await;
-}
-
-#[tokio::test]
-async fn metrics_on_postgres_report_stored_tokens_by_family_and_active_sessions() {
-    let db = TestDb::postgres().await;
-    metrics_report_stored_tokens_by_family_and_active_sessions(&db.url()).await;
-}
-
 /// In a process of its own, so the figures are this server's alone.
 async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url: &str) {
     let server = Server::start(database_url).await;
@@ -445,3 +410,9 @@ async fn secrets_can_be_given_as_files() {
         assert!(stderr.contains("PUSHTOKEN_API_KEY_FILE"), "{stderr}");
     }
 }
+
+on_every_database!(
+    serves_on_port_0_and_keeps_data_and_sessions_across_restart,
+    user_add_prints_the_id_and_the_user_can_log_in,
+    metrics_report_stored_tokens_by_family_and_active_sessions,
+);

@@ -51,6 +51,33 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Runs each named scenario `async fn name(database_url: &str)` (for tests
+/// of the real binary) on a fresh SQLite file and on a fresh PostgreSQL
+/// database.
+#[macro_export]
+macro_rules! on_every_database {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::common::TestDb::sqlite();
+                    super::$name(&db.url()).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $crate::common::TestDb::postgres().await;
+                    super::$name(&db.url()).await;
+                }
+            )+
+        }
+    };
+}
+
 /// Where a test's database lives; removed when the test ends.
 pub enum TestDb {
     Sqlite { dir: TempDir },

@@ -24,8 +24,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::binary::{command, sqlite_in, Server};
-use crate::common::{push_token, TestDb, API_KEY, FAMILIES, PASSWORD};
+use crate::binary::{command, Server};
+use crate::common::{push_token, API_KEY, FAMILIES, PASSWORD};
+use crate::on_every_database;
 
 /// No single request may take longer than this; longer is a hang.
 pub(crate) const REQUEST_LIMIT: Duration = Duration::from_secs(10);
@@ -627,14 +628,4 @@ async fn acknowledged_writes_and_sessions_survive_repeated_sigkill(database_url:
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_acknowledged_writes_and_sessions_survive_repeated_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    acknowledged_writes_and_sessions_survive_repeated_sigkill(&sqlite_in(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_acknowledged_writes_and_sessions_survive_repeated_sigkill() {
-    let db = TestDb::postgres().await;
-    acknowledged_writes_and_sessions_survive_repeated_sigkill(&db.url()).await;
-}
+on_every_database!(acknowledged_writes_and_sessions_survive_repeated_sigkill,);

@@ -32,6 +32,7 @@ use crate::durability::{
     assert_no_violations, join_writers, parse_response, session, spawn_writers, start_with,
     try_call, Class, Outcome, Writer,
 };
+use crate::on_every_database;
 
 /// Sends SIGTERM to the server.
 fn sigterm(server: &Server) {
@@ -327,21 +328,6 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
         );
     }
     server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
-    let dir = tempfile::tempdir().unwrap();
-    sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0(&sqlite_in(
-        dir.path(),
-    ))
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
-    let db = TestDb::postgres().await;
-    sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0(&db.url()).await;
 }
 
 /// Each writer makes `count` acknowledged writes in a row (at serials from
@@ -653,19 +639,7 @@ async fn concurrent_posts_by_one_user_are_all_answered_201(database_url: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_concurrent_posts_by_one_user_are_all_answered_201() {
-    let dir = tempfile::tempdir().unwrap();
-    concurrent_posts_by_one_user_are_all_answered_201(&sqlite_in(dir.path())).await;
-}
-
-/// Fails at present (a server bug): PostgreSQL runs the POST transactions of
-/// one user side by side; each reads `MAX(serial)`, the losers of the race hit
-/// the primary key (`push_tokens_pkey`) and start over at once, and after
-/// `WRITE_ATTEMPTS` (20) lost races the request answers 503 `10001` though
-/// the database is healthy (a few in a thousand here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_concurrent_posts_by_one_user_are_all_answered_201() {
-    let db = TestDb::postgres().await;
-    concurrent_posts_by_one_user_are_all_answered_201(&db.url()).await;
-}
+on_every_database!(
+    sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0,
+    concurrent_posts_by_one_user_are_all_answered_201,
+);

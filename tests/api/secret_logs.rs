@@ -10,8 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::binary::{command, sqlite_in, Server};
-use crate::common::{TestDb, MESSAGE, RING};
+use crate::binary::{command, Server};
+use crate::common::{MESSAGE, RING};
+use crate::on_every_database;
 
 /// The registration key the server is configured with.
 const API_KEY_SECRET: &str = "ApiKeySecretQv83Hn27Lp95Xw";
@@ -172,18 +173,6 @@ fn needles(secret: &str) -> Vec<String> {
         needles.push(secret[secret.len() - 16..].to_owned());
     }
     needles
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_appears_in_logs_at_the_most_verbose_level_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    no_secret_appears_in_logs_at_the_most_verbose_level(&sqlite_in(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_appears_in_logs_at_the_most_verbose_level_on_postgres() {
-    let db = TestDb::postgres().await;
-    no_secret_appears_in_logs_at_the_most_verbose_level(&db.url()).await;
 }
 
 async fn no_secret_appears_in_logs_at_the_most_verbose_level(database_url: &str) {
@@ -607,3 +596,5 @@ fn assert_log_keeps_secrets(log_format: &str, secrets: &[(&str, String)], log: &
         leaks.join("\n")
     );
 }
+
+on_every_database!(no_secret_appears_in_logs_at_the_most_verbose_level,);
