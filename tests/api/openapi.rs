@@ -277,6 +277,12 @@ async fn openapi_yaml_and_json_are_served_and_match_the_document(app: TestApp) {
 }
 
 async fn docs_serve_an_api_explorer_with_no_outside_assets(app: TestApp) {
+    let (status, headers, _) = app.send_bytes(Method::GET, "/docs", &[], Vec::new()).await;
+    assert!(
+        status.is_redirection(),
+        "/docs leads to the explorer: {status}"
+    );
+    assert_eq!(headers["location"], "/docs/");
     let (status, _, page) = app.send_bytes(Method::GET, "/docs/", &[], Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
     let page = String::from_utf8(page).unwrap();
