@@ -140,7 +140,8 @@ fn visible_ascii(s: &str) -> std::result::Result<(), ValidationError> {
     check(s.bytes().all(|b| b.is_ascii_graphic()))
 }
 
-fn language_chars(s: &str) -> std::result::Result<(), ValidationError> {
+/// Letters, digits, `_` and `-` (language codes, push platforms).
+fn word_or_dash(s: &str) -> std::result::Result<(), ValidationError> {
     check(
         s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
@@ -250,7 +251,7 @@ pub struct PushTokenBody {
     #[validate(
         required(code = "undefined"),
         length(min = 2, max = 11, code = "length"),
-        custom(function = "language_chars")
+        custom(function = "word_or_dash")
     )]
     pub language: Option<String>,
     #[validate(range(min = 0, max = 1, code = "invalid"))]
@@ -272,10 +273,6 @@ pub struct PushTokenBody {
     #[validate(length(max = 128, code = "length"), custom(function = "no_control"))]
     pub phone_model: Option<String>,
     pub id: Option<i64>,
-}
-
-fn word_or_dash(s: &str) -> std::result::Result<(), ValidationError> {
-    language_chars(s)
 }
 
 /// A validated registration: required fields present, optional ones as sent.

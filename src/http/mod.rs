@@ -53,14 +53,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
-/// The document as served at `/openapi.yaml` and `/openapi.json`.
-static OPENAPI_YAML: LazyLock<String> = LazyLock::new(|| {
-    openapi()
-        .to_yaml()
-        .expect("the OpenAPI document serializes")
-});
+/// The document as served at `/openapi.yaml` and `/openapi.json`, built
+/// once.
+static OPENAPI: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(openapi);
+static OPENAPI_YAML: LazyLock<String> =
+    LazyLock::new(|| OPENAPI.to_yaml().expect("the OpenAPI document serializes"));
 static OPENAPI_JSON: LazyLock<String> = LazyLock::new(|| {
-    openapi()
+    OPENAPI
         .to_pretty_json()
         .expect("the OpenAPI document serializes")
 });
