@@ -105,10 +105,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<SessionUser> 
         .await?
     {
         Some(user) => Ok(user),
-        None => {
-            tracing::debug!("rejected an unknown or expired session token");
-            Err(Error::InvalidToken)
-        }
+        None => Err(invalid_token()),
     }
 }
 
@@ -125,6 +122,31 @@ impl FromRequestParts<AppState> for AuthUser {
         };
         authenticate(state, token).await.map(AuthUser)
     }
+}
+
+/// The hash of the caller's session token, not looked up yet (for a handler
+/// that looks the session up together with its data): 401 `no token`
+/// without one.
+pub struct SessionHash(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionHash {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        match session_token(&parts.headers) {
+            Some(token) => Ok(SessionHash(secret_hash(token))),
+            None => {
+                tracing::debug!("request without a session token");
+                Err(Error::NoToken)
+            }
+        }
+    }
+}
+
+/// The answer for a session token that matched no unexpired session.
+pub fn invalid_token() -> Error {
+    tracing::debug!("rejected an unknown or expired session token");
+    Error::InvalidToken
 }
 
 #[cfg(test)]

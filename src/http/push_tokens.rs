@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
-use crate::http::extract::{AuthUser, JsonObject, Serial};
+use crate::http::extract::{invalid_token, AuthUser, JsonObject, Serial, SessionHash};
 use crate::http::schema::{
     BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenRequest, PushTokenResponse,
     RequestTimeout, Success as SuccessBody, Unauthorized, Unavailable,
@@ -44,8 +44,8 @@ macro_rules! family_routes {
                     (status = 503, response = Unavailable),
                 )
             )]
-            pub async fn list(state: State<AppState>, user: AuthUser) -> Result<Json<Vec<PushTokenRow>>> {
-                super::list(state, $family, user).await
+            pub async fn list(state: State<AppState>, session: SessionHash) -> Result<Json<Vec<PushTokenRow>>> {
+                super::list(state, $family, session).await
             }
 
             #[utoipa::path(
@@ -189,14 +189,20 @@ fn header_bundle_id(headers: &HeaderMap) -> Option<&str> {
     }
 }
 
+/// The session and its rows in one database round trip.
 async fn list(
     State(state): State<AppState>,
     family: Family,
-    AuthUser(user): AuthUser,
+    SessionHash(hash): SessionHash,
 ) -> Result<Json<Vec<PushTokenRow>>> {
-    Ok(Json(
-        state.store.list_push_tokens(family, user.user_id).await?,
-    ))
+    match state
+        .store
+        .session_push_tokens(family, &hash, unix_now())
+        .await?
+    {
+        Some(rows) => Ok(Json(rows)),
+        None => Err(invalid_token()),
+    }
 }
 
 async fn create(

@@ -293,12 +293,16 @@ impl Store {
         dispatch!(self, s => s.purge_expired_sessions(now).await)
     }
 
-    pub async fn list_push_tokens(
+    /// The push tokens of the user of the unexpired session whose token
+    /// hashes to `token_hash`, looked up together; `None` without such a
+    /// session.
+    pub async fn session_push_tokens(
         &self,
         family: Family,
-        user_id: i64,
-    ) -> StoreResult<Vec<PushTokenRow>> {
-        dispatch!(self, s => s.list_push_tokens(family, user_id).await)
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<PushTokenRow>>> {
+        dispatch!(self, s => s.session_push_tokens(family, token_hash, now).await)
     }
 
     /// `PUT {base}/{serial}`: creates or updates the row at `serial`.

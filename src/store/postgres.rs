@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::queries::{backoff, is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
+use super::queries::{
+    backoff, is_retryable, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
+    WRITE_ATTEMPTS,
+};
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,

@@ -37,6 +37,56 @@ pub(super) fn is_retryable(error: &sqlx::Error) -> bool {
 pub(super) const ROW_COLUMNS: &str = "user_id, serial, push_token, language, dev, bundleid, \
      os, os_token, push_platform, phone_model, created_at, updated_at";
 
+/// [`ROW_COLUMNS`] of `push_tokens p` in a LEFT JOIN, where they may be NULL.
+pub(super) const SESSION_ROW_COLUMNS: &str = "p.serial, p.push_token, p.language, p.dev, \
+     p.bundleid, p.os, p.os_token, p.push_platform, p.phone_model, p.created_at, p.updated_at";
+
+/// One result row of a session joined to its user's push tokens: the token
+/// columns are NULL when the user has none.
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionTokenRow {
+    owner: i64,
+    serial: Option<i64>,
+    push_token: Option<String>,
+    language: Option<String>,
+    dev: Option<i64>,
+    bundleid: Option<String>,
+    os: Option<String>,
+    os_token: Option<String>,
+    push_platform: Option<String>,
+    phone_model: Option<String>,
+    created_at: Option<i64>,
+    updated_at: Option<i64>,
+}
+
+impl SessionTokenRow {
+    /// The push tokens of the result, or `None` when it has no row (no
+    /// live session).
+    pub(super) fn collect(found: Vec<SessionTokenRow>) -> Option<Vec<super::PushTokenRow>> {
+        if found.is_empty() {
+            return None;
+        }
+        Some(found.into_iter().filter_map(SessionTokenRow::row).collect())
+    }
+
+    fn row(self) -> Option<super::PushTokenRow> {
+        Some(super::PushTokenRow {
+            user_id: self.owner,
+            serial: self.serial?,
+            push_token: self.push_token?,
+            language: self.language?,
+            dev: self.dev?,
+            bundleid: self.bundleid?,
+            os: self.os?,
+            os_token: self.os_token?,
+            push_platform: self.push_platform?,
+            phone_model: self.phone_model?,
+            created_at: self.created_at?,
+            updated_at: self.updated_at?,
+        })
+    }
+}
+
 macro_rules! queries {
     ($db:ty) => {
         pub async fn close(&self) {
@@ -196,19 +246,25 @@ macro_rules! queries {
                 .rows_affected())
         }
 
-        pub async fn list_push_tokens(
+        /// The rows of the session's user, in one query: `None` when no
+        /// unexpired session has that token hash.
+        pub async fn session_push_tokens(
             &self,
             family: Family,
-            user_id: i64,
-        ) -> StoreResult<Vec<PushTokenRow>> {
-            Ok(sqlx::query_as(&format!(
-                "SELECT {ROW_COLUMNS} FROM push_tokens WHERE user_id = $1 AND family = $2 \
-                 ORDER BY serial"
+            token_hash: &str,
+            now: i64,
+        ) -> StoreResult<Option<Vec<PushTokenRow>>> {
+            let found: Vec<SessionTokenRow> = sqlx::query_as(&format!(
+                "SELECT s.user_id AS owner, {SESSION_ROW_COLUMNS} FROM sessions s \
+                 LEFT JOIN push_tokens p ON p.user_id = s.user_id AND p.family = $2 \
+                 WHERE s.token_hash = $1 AND s.expires_at > $3 ORDER BY p.serial"
             ))
-            .bind(user_id)
+            .bind(token_hash)
             .bind(family.as_str())
+            .bind(now)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+            Ok(SessionTokenRow::collect(found))
         }
 
         pub async fn put_push_token(

@@ -6,7 +6,10 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::queries::{backoff, is_retryable, queries, ROW_COLUMNS, WRITE_ATTEMPTS};
+use super::queries::{
+    backoff, is_retryable, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
+    WRITE_ATTEMPTS,
+};
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
@@ -36,6 +39,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // A connection to a local file cannot go stale, and a ping is a
+            // round trip to the connection's worker thread.
+            .test_before_acquire(false)
             .connect_with(connect)
             .await?;
         Ok(Self { pool })
