@@ -98,7 +98,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 phone: None,
                 realm: None,
             };
-            let created = store.create_user(&user, unix_now()).await;
+            let created = store.create_user(user, unix_now()).await;
             store.close().await;
             println!("{}", created.map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())

@@ -12,8 +12,10 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-/// Hashes and verifies passwords on the blocking pool, at most one per core
-/// at a time, so a burst of logins cannot starve the other routes.
+/// Hashes and verifies passwords on the blocking pool, on at most all cores
+/// but one at a time (one on a 1- or 2-core machine), so a burst of logins
+/// leaves a core to the other routes and holds at most that many 19 MiB
+/// Argon2 blocks.
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
@@ -29,7 +31,7 @@ impl Passwords {
         let dummy = hash_blocking(&params, &hex::encode(random_bytes()))?;
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(cores)),
+            permits: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))),
             dummy: Arc::new(dummy),
         })
     }

@@ -80,7 +80,7 @@ async fn sign_up(
         phone: body.phone,
         realm: body.realm,
     };
-    let id = state.store.create_user(&user, unix_now()).await?;
+    let id = state.store.create_user(user, unix_now()).await?;
     tracing::info!(user_id = id, "account created");
     Ok((
         StatusCode::CREATED,
@@ -127,7 +127,7 @@ async fn login(
     };
     state.limits.login_succeeded(&username);
     let (session, issued) = new_session(&state, user_id);
-    state.store.create_session(&session).await?;
+    state.store.create_session(session).await?;
     tracing::info!(user_id, "logged in");
     Ok((StatusCode::CREATED, Json(issued)))
 }

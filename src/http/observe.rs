@@ -49,6 +49,14 @@ fn recorder() -> &'static PrometheusHandle {
                     "pushtoken_db_pool_max_connections",
                     "Most database connections the pool holds"
                 );
+                metrics::describe_counter!(
+                    "pushtoken_db_write_batches_total",
+                    "SQLite: write transactions committed (each holds the writes queued together)"
+                );
+                metrics::describe_counter!(
+                    "pushtoken_db_batched_writes_total",
+                    "SQLite: writes committed in those transactions"
+                );
                 metrics::describe_gauge!(
                     "pushtoken_database_up",
                     "1 when the database answered the last scrape"
@@ -140,6 +148,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("pushtoken_db_pool_connections", "state" => "in_use")
         .set(pool.size.saturating_sub(pool.idle) as f64);
     metrics::gauge!("pushtoken_db_pool_max_connections").set(pool.max as f64);
+    if let Some((batches, writes)) = store.write_batches() {
+        metrics::counter!("pushtoken_db_write_batches_total").absolute(batches);
+        metrics::counter!("pushtoken_db_batched_writes_total").absolute(writes);
+    }
     (
         [(
             header::CONTENT_TYPE,

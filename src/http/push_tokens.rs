@@ -241,13 +241,13 @@ async fn register(
     let write = PushTokenWrite {
         family,
         user_id,
-        input: &input,
-        default_bundleid,
+        input,
+        default_bundleid: default_bundleid.to_owned(),
         now: unix_now(),
     };
     let written = match serial {
-        Some(serial) => state.store.put_push_token(&write, serial).await?,
-        None => state.store.post_push_token(&write).await?,
+        Some(serial) => state.store.put_push_token(write, serial).await?,
+        None => state.store.post_push_token(write).await?,
     };
     Ok(answer(written))
 }

@@ -6,6 +6,7 @@
 mod postgres;
 mod queries;
 mod sqlite;
+mod writer;
 
 use std::time::Duration;
 
@@ -71,6 +72,7 @@ pub struct UserSummary {
 }
 
 /// A new session: the hashes of its token and refresh key, and its expiries.
+#[derive(Clone)]
 pub struct NewSession {
     pub user_id: i64,
     pub token_hash: String,
@@ -128,12 +130,12 @@ impl std::fmt::Debug for PushTokenRow {
 
 /// A registration to store. Optional fields that are `None` take the default
 /// on create and keep their stored value on update.
-pub struct PushTokenWrite<'a> {
+pub struct PushTokenWrite {
     pub family: Family,
     pub user_id: i64,
-    pub input: &'a crate::model::PushTokenInput,
+    pub input: crate::model::PushTokenInput,
     /// `bundleid` for a created row whose body has none.
-    pub default_bundleid: &'a str,
+    pub default_bundleid: String,
     pub now: i64,
 }
 
@@ -241,7 +243,7 @@ impl Store {
         dispatch!(self, s => s.ping().await)
     }
 
-    pub async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<i64> {
+    pub async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
         dispatch!(self, s => s.create_user(user, now).await)
     }
 
@@ -258,7 +260,7 @@ impl Store {
         dispatch!(self, s => s.list_users().await)
     }
 
-    pub async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+    pub async fn create_session(&self, session: NewSession) -> StoreResult<()> {
         dispatch!(self, s => s.create_session(session).await)
     }
 
@@ -306,17 +308,13 @@ impl Store {
     }
 
     /// `PUT {base}/{serial}`: creates or updates the row at `serial`.
-    pub async fn put_push_token(
-        &self,
-        write: &PushTokenWrite<'_>,
-        serial: i64,
-    ) -> StoreResult<Written> {
+    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
         dispatch!(self, s => s.put_push_token(write, serial).await)
     }
 
     /// `POST {base}`: updates the caller's row holding the token, or creates
     /// one at the next serial.
-    pub async fn post_push_token(&self, write: &PushTokenWrite<'_>) -> StoreResult<Written> {
+    pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
         dispatch!(self, s => s.post_push_token(write).await)
     }
 
@@ -331,6 +329,16 @@ impl Store {
 
     pub fn pool_stats(&self) -> PoolStats {
         dispatch!(self, s => s.pool_stats())
+    }
+
+    /// SQLite: write transactions committed since start, and the writes
+    /// they held (their ratio is the mean batch). `None` on PostgreSQL,
+    /// where each write commits on its own.
+    pub fn write_batches(&self) -> Option<(u64, u64)> {
+        match self {
+            Store::Sqlite(s) => Some(s.write_batches()),
+            Store::Postgres(_) => None,
+        }
     }
 
     pub async fn delete_push_token(

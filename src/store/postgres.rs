@@ -2,13 +2,15 @@
 //! instances; startup waits for the database to come up.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use super::queries::{
-    backoff, is_retryable, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
+    backoff, is_retryable, job, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
     WRITE_ATTEMPTS,
 };
 use super::{
@@ -63,18 +65,59 @@ impl PgStore {
     /// (Lock keys: `user_id * 2 + family`, distinct for every user id below
     /// 2^62; pushtoken takes no other advisory locks.)
     async fn lock_family(
-        conn: &mut sqlx::PgConnection,
-        write: &PushTokenWrite<'_>,
+        conn: &mut PgConnection,
+        family: Family,
+        user_id: i64,
     ) -> Result<(), sqlx::Error> {
-        let family = match write.family {
+        let family = match family {
             Family::Ring => 0,
             Family::Message => 1,
         };
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(write.user_id.wrapping_mul(2).wrapping_add(family))
+            .bind(user_id.wrapping_mul(2).wrapping_add(family))
             .execute(conn)
             .await?;
         Ok(())
+    }
+
+    /// Runs `job` in a transaction of its own, again (after a short random
+    /// pause) when it lost a race to a concurrent one.
+    async fn write<T, F>(&self, mut job: F) -> Result<T, sqlx::Error>
+    where
+        T: Send,
+        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+    {
+        let mut attempt = 1;
+        loop {
+            let outcome = async {
+                let mut tx = self.pool.begin().await?;
+                let out = job(&mut tx).await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+            .await;
+            match outcome {
+                Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// Runs `job`, a single statement, on a pooled connection.
+    async fn write_one<T, F>(&self, mut job: F) -> Result<T, sqlx::Error>
+    where
+        T: Send,
+        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+    {
+        let mut conn = self.pool.acquire().await?;
+        job(&mut conn).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     queries!(Postgres);

@@ -2,14 +2,18 @@
 //! which SQLite and PostgreSQL both understand; `queries!(Db)` expands to the
 //! methods of a backend whose struct holds a `pool: sqlx::Pool<Db>`.
 //!
-//! Writes run in short transactions whose first statement writes, so SQLite
-//! takes its write lock at once; on PostgreSQL a write that lost a race to a
-//! concurrent one (a unique violation, a deadlock, a row gone under it) is
-//! retried whole (after a short random pause), so the database's constraints
-//! alone keep "one phone token, one row" and unique serials, across any
-//! number of server instances. Writes to one user's family also take a
-//! per-(user, family) lock where the backend has one (`lock_family`), so
-//! concurrent POSTs choosing the next serial queue instead of colliding.
+//! Each write is a function of a connection, handed to the backend's
+//! `write` (a transaction) or `write_one` (a single statement). On SQLite
+//! both queue the function for the one writer task, which commits the
+//! writes that queued together in one transaction (`writer.rs`). On
+//! PostgreSQL each runs on a pooled connection; a transaction that lost a
+//! race to a concurrent one (a unique violation, a deadlock, a row gone
+//! under it) is retried whole (after a short random pause), so the
+//! database's constraints alone keep "one phone token, one row" and unique
+//! serials, across any number of server instances. Writes to one user's
+//! family also take a per-(user, family) lock where the backend has one
+//! (`lock_family`), so concurrent POSTs choosing the next serial queue
+//! instead of colliding.
 
 /// Attempts of a write transaction before its error is returned.
 pub(super) const WRITE_ATTEMPTS: u32 = 20;
@@ -87,18 +91,38 @@ impl SessionTokenRow {
     }
 }
 
+/// A write function for a backend's `write`: `job!(conn, a, b => body)`
+/// clones the shared arguments `a` and `b` (`Arc`s or copies) into each run
+/// of `body`, which may use `conn`.
+macro_rules! job {
+    ($conn:ident $(, $arg:ident)* => $body:expr) => {
+        move |$conn| {
+            $(let $arg = $arg.clone();)*
+            Box::pin(async move { $body })
+        }
+    };
+}
+
 macro_rules! queries {
     ($db:ty) => {
-        pub async fn close(&self) {
-            self.pool.close().await;
-        }
-
         pub async fn ping(&self) -> StoreResult<()> {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
             Ok(())
         }
 
-        pub async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<i64> {
+        pub async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
+            let user = Arc::new(user);
+            self.write_one(job!(conn, user => Self::insert_user(conn, &user, now).await))
+                .await?
+                .map_err(StoreError::Conflict)
+        }
+
+        /// The new user's id, or the field whose value is taken.
+        async fn insert_user(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            user: &NewUser,
+            now: i64,
+        ) -> Result<Result<i64, &'static str>, sqlx::Error> {
             let inserted = sqlx::query_scalar(
                 "INSERT INTO users (username, password_hash, email, phone, realm, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -109,19 +133,22 @@ macro_rules! queries {
             .bind(&user.phone)
             .bind(&user.realm)
             .bind(now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await;
             match inserted {
-                Ok(id) => Ok(id),
+                Ok(id) => Ok(Ok(id)),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    Err(StoreError::Conflict(self.taken_field(user).await?))
+                    Ok(Err(Self::taken_field(conn, user).await?))
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             }
         }
 
         /// Which of a new user's unique values is already taken.
-        async fn taken_field(&self, user: &NewUser) -> StoreResult<&'static str> {
+        async fn taken_field(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            user: &NewUser,
+        ) -> Result<&'static str, sqlx::Error> {
             let (username, email, phone): (bool, bool, bool) = sqlx::query_as(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1), \
                         EXISTS (SELECT 1 FROM users WHERE email = $2), \
@@ -130,7 +157,7 @@ macro_rules! queries {
             .bind(&user.username)
             .bind(&user.email)
             .bind(&user.phone)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
             Ok(if username || !(email || phone) {
                 "username"
@@ -160,15 +187,17 @@ macro_rules! queries {
             .await?)
         }
 
-        pub async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
-            let mut conn = self.pool.acquire().await?;
-            Self::insert_session(&mut conn, session).await
+        pub async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+            let session = Arc::new(session);
+            Ok(self
+                .write_one(job!(conn, session => Self::insert_session(conn, &session).await))
+                .await?)
         }
 
         async fn insert_session(
             conn: &mut <$db as sqlx::Database>::Connection,
             session: &NewSession,
-        ) -> StoreResult<()> {
+        ) -> Result<(), sqlx::Error> {
             sqlx::query(
                 "INSERT INTO sessions \
                  (user_id, token_hash, refresh_hash, created_at, expires_at, refresh_expires_at) \
@@ -201,49 +230,60 @@ macro_rules! queries {
         }
 
         pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("DELETE FROM sessions WHERE id = $1")
-                .bind(session.session_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM push_tokens WHERE user_id = $1")
-                .bind(session.user_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
+            let (session_id, user_id) = (session.session_id, session.user_id);
+            Ok(self
+                .write(job!(conn => {
+                    sqlx::query("DELETE FROM sessions WHERE id = $1")
+                        .bind(session_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("DELETE FROM push_tokens WHERE user_id = $1")
+                        .bind(user_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                }))
+                .await?)
         }
 
         pub async fn rotate_session(
             &self,
             refresh_hash: &str,
             now: i64,
-            mut next: NewSession,
+            next: NewSession,
         ) -> StoreResult<Option<NewSession>> {
-            let mut tx = self.pool.begin().await?;
-            let user_id: Option<i64> = sqlx::query_scalar(
-                "DELETE FROM sessions WHERE refresh_hash = $1 AND refresh_expires_at > $2 \
-                 RETURNING user_id",
-            )
-            .bind(refresh_hash)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(user_id) = user_id else {
-                return Ok(None);
-            };
-            next.user_id = user_id;
-            Self::insert_session(&mut tx, &next).await?;
-            tx.commit().await?;
-            Ok(Some(next))
+            let refresh_hash: Arc<str> = refresh_hash.into();
+            let next = Arc::new(next);
+            Ok(self
+                .write(job!(conn, refresh_hash, next => {
+                    let user_id: Option<i64> = sqlx::query_scalar(
+                        "DELETE FROM sessions WHERE refresh_hash = $1 \
+                         AND refresh_expires_at > $2 RETURNING user_id",
+                    )
+                    .bind(&*refresh_hash)
+                    .bind(now)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some(user_id) = user_id else {
+                        return Ok(None);
+                    };
+                    let session = NewSession { user_id, ..NewSession::clone(&next) };
+                    Self::insert_session(conn, &session).await?;
+                    Ok(Some(session))
+                }))
+                .await?)
         }
 
         pub async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-            Ok(sqlx::query("DELETE FROM sessions WHERE refresh_expires_at <= $1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?
-                .rows_affected())
+            Ok(self
+                .write_one(job!(conn => {
+                    Ok(sqlx::query("DELETE FROM sessions WHERE refresh_expires_at <= $1")
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected())
+                }))
+                .await?)
         }
 
         /// The rows of the session's user, in one query: `None` when no
@@ -269,28 +309,21 @@ macro_rules! queries {
 
         pub async fn put_push_token(
             &self,
-            write: &PushTokenWrite<'_>,
+            write: PushTokenWrite,
             serial: i64,
         ) -> StoreResult<Written> {
-            let mut attempt = 1;
-            loop {
-                match self.try_put_push_token(write, serial).await {
-                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
-                        backoff(attempt).await;
-                        attempt += 1;
-                    }
-                    done => return Ok(done?),
-                }
-            }
+            let write = Arc::new(write);
+            Ok(self
+                .write(job!(conn, write => Self::put_row(conn, &write, serial).await))
+                .await?)
         }
 
-        async fn try_put_push_token(
-            &self,
-            write: &PushTokenWrite<'_>,
+        async fn put_row(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            write: &PushTokenWrite,
             serial: i64,
         ) -> Result<Written, sqlx::Error> {
-            let mut tx = self.pool.begin().await?;
-            Self::lock_family(&mut tx, write).await?;
+            Self::lock_family(conn, write.family, write.user_id).await?;
             // The token leaves any other row that holds it: the caller's at
             // another serial (a move) or another user's (a takeover).
             sqlx::query(
@@ -301,140 +334,129 @@ macro_rules! queries {
             .bind(&write.input.push_token)
             .bind(write.user_id)
             .bind(serial)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM push_tokens \
-                 WHERE user_id = $1 AND family = $2 AND serial = $3)",
-            )
-            .bind(write.user_id)
-            .bind(write.family.as_str())
-            .bind(serial)
-            .fetch_one(&mut *tx)
-            .await?;
-            let written = Self::store_row(&mut tx, write, serial, exists).await?;
-            tx.commit().await?;
-            Ok(written)
-        }
-
-        pub async fn post_push_token(&self, write: &PushTokenWrite<'_>) -> StoreResult<Written> {
-            let mut attempt = 1;
-            loop {
-                match self.try_post_push_token(write).await {
-                    Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
-                        backoff(attempt).await;
-                        attempt += 1;
-                    }
-                    Err(sqlx::Error::Protocol(_)) => return Err(StoreError::Conflict("serial")),
-                    done => return Ok(done?),
-                }
+            match Self::update_row(conn, write, serial).await? {
+                Some(row) => Ok(Written::Updated(row)),
+                None => Self::insert_row(conn, write, serial).await.map(Written::Created),
             }
         }
 
-        async fn try_post_push_token(
-            &self,
-            write: &PushTokenWrite<'_>,
-        ) -> Result<Written, sqlx::Error> {
-            let mut tx = self.pool.begin().await?;
-            Self::lock_family(&mut tx, write).await?;
+        pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
+            let write = Arc::new(write);
+            self.write(job!(conn, write => Self::post_row(conn, &write).await))
+                .await?
+                .ok_or(StoreError::Conflict("serial"))
+        }
+
+        /// `None`, with nothing written, when the token is new to the
+        /// caller and every serial up to the largest int64 is taken.
+        async fn post_row(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            write: &PushTokenWrite,
+        ) -> Result<Option<Written>, sqlx::Error> {
+            Self::lock_family(conn, write.family, write.user_id).await?;
+            // The caller's row holding the token, and the caller's highest
+            // serial (the DELETE below touches only other users' rows).
+            let (held, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT (SELECT serial FROM push_tokens \
+                         WHERE family = $1 AND push_token = $2 AND user_id = $3), \
+                        (SELECT MAX(serial) FROM push_tokens \
+                         WHERE user_id = $3 AND family = $1)",
+            )
+            .bind(write.family.as_str())
+            .bind(&write.input.push_token)
+            .bind(write.user_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            // (serial, whether the caller's row there is updated)
+            let (serial, update) = match (held, highest) {
+                (Some(serial), _) => (serial, true),
+                (None, None) => (1, false),
+                (None, Some(n)) => match n.checked_add(1) {
+                    Some(next) => (next, false),
+                    None => return Ok(None),
+                },
+            };
             sqlx::query(
                 "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 AND user_id <> $3",
             )
             .bind(write.family.as_str())
             .bind(&write.input.push_token)
             .bind(write.user_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            let held: Option<i64> = sqlx::query_scalar(
-                "SELECT serial FROM push_tokens \
-                 WHERE family = $1 AND push_token = $2 AND user_id = $3",
-            )
-            .bind(write.family.as_str())
-            .bind(&write.input.push_token)
-            .bind(write.user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let written = match held {
-                Some(serial) => Self::store_row(&mut tx, write, serial, true).await?,
-                None => {
-                    let highest: Option<i64> = sqlx::query_scalar(
-                        "SELECT MAX(serial) FROM push_tokens WHERE user_id = $1 AND family = $2",
-                    )
-                    .bind(write.user_id)
-                    .bind(write.family.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let serial = match highest {
-                        None => 1,
-                        // Every serial up to the largest int64 is taken.
-                        Some(n) => n.checked_add(1).ok_or_else(|| {
-                            sqlx::Error::Protocol("no serial left".into())
-                        })?,
-                    };
-                    Self::store_row(&mut tx, write, serial, false).await?
-                }
-            };
-            tx.commit().await?;
-            Ok(written)
+            if update {
+                let row = Self::update_row(conn, write, serial).await?;
+                row.map(|row| Some(Written::Updated(row)))
+                    .ok_or(sqlx::Error::RowNotFound)
+            } else {
+                let row = Self::insert_row(conn, write, serial).await?;
+                Ok(Some(Written::Created(row)))
+            }
         }
 
-        /// Inserts the row at `serial`, or updates it when it `exists`
-        /// (absent optional fields then keep their stored values).
-        async fn store_row(
+        /// Updates the row at `serial` (absent optional fields keep their
+        /// stored values); `None` when there is none.
+        async fn update_row(
             conn: &mut <$db as sqlx::Database>::Connection,
-            write: &PushTokenWrite<'_>,
+            write: &PushTokenWrite,
             serial: i64,
-            exists: bool,
-        ) -> Result<Written, sqlx::Error> {
-            let input = write.input;
-            if exists {
-                let row = sqlx::query_as(&format!(
-                    "UPDATE push_tokens SET push_token = $1, language = $2, \
-                     dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
-                     os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
-                     push_platform = COALESCE($7, push_platform), \
-                     phone_model = COALESCE($8, phone_model), updated_at = $9 \
-                     WHERE user_id = $10 AND family = $11 AND serial = $12 \
-                     RETURNING {ROW_COLUMNS}"
-                ))
-                .bind(&input.push_token)
-                .bind(&input.language)
-                .bind(input.dev)
-                .bind(&input.bundleid)
-                .bind(&input.os)
-                .bind(&input.os_token)
-                .bind(&input.push_platform)
-                .bind(&input.phone_model)
-                .bind(write.now)
-                .bind(write.user_id)
-                .bind(write.family.as_str())
-                .bind(serial)
-                .fetch_one(&mut *conn)
-                .await?;
-                Ok(Written::Updated(row))
-            } else {
-                let row = sqlx::query_as(&format!(
-                    "INSERT INTO push_tokens (user_id, family, serial, push_token, language, dev, \
-                     bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
-                     RETURNING {ROW_COLUMNS}"
-                ))
-                .bind(write.user_id)
-                .bind(write.family.as_str())
-                .bind(serial)
-                .bind(&input.push_token)
-                .bind(&input.language)
-                .bind(input.dev.unwrap_or(0))
-                .bind(input.bundleid.as_deref().unwrap_or(write.default_bundleid))
-                .bind(input.os.as_deref().unwrap_or(""))
-                .bind(input.os_token.as_deref().unwrap_or(""))
-                .bind(input.push_platform.as_deref().unwrap_or(""))
-                .bind(input.phone_model.as_deref().unwrap_or(""))
-                .bind(write.now)
-                .fetch_one(&mut *conn)
-                .await?;
-                Ok(Written::Created(row))
-            }
+        ) -> Result<Option<PushTokenRow>, sqlx::Error> {
+            let input = &write.input;
+            sqlx::query_as(&format!(
+                "UPDATE push_tokens SET push_token = $1, language = $2, \
+                 dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
+                 os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
+                 push_platform = COALESCE($7, push_platform), \
+                 phone_model = COALESCE($8, phone_model), updated_at = $9 \
+                 WHERE user_id = $10 AND family = $11 AND serial = $12 \
+                 RETURNING {ROW_COLUMNS}"
+            ))
+            .bind(&input.push_token)
+            .bind(&input.language)
+            .bind(input.dev)
+            .bind(&input.bundleid)
+            .bind(&input.os)
+            .bind(&input.os_token)
+            .bind(&input.push_platform)
+            .bind(&input.phone_model)
+            .bind(write.now)
+            .bind(write.user_id)
+            .bind(write.family.as_str())
+            .bind(serial)
+            .fetch_optional(&mut *conn)
+            .await
+        }
+
+        /// Inserts the row at `serial`; absent optional fields take their
+        /// defaults.
+        async fn insert_row(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            write: &PushTokenWrite,
+            serial: i64,
+        ) -> Result<PushTokenRow, sqlx::Error> {
+            let input = &write.input;
+            sqlx::query_as(&format!(
+                "INSERT INTO push_tokens (user_id, family, serial, push_token, language, dev, \
+                 bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                 RETURNING {ROW_COLUMNS}"
+            ))
+            .bind(write.user_id)
+            .bind(write.family.as_str())
+            .bind(serial)
+            .bind(&input.push_token)
+            .bind(&input.language)
+            .bind(input.dev.unwrap_or(0))
+            .bind(input.bundleid.as_deref().unwrap_or(&write.default_bundleid))
+            .bind(input.os.as_deref().unwrap_or(""))
+            .bind(input.os_token.as_deref().unwrap_or(""))
+            .bind(input.push_platform.as_deref().unwrap_or(""))
+            .bind(input.phone_model.as_deref().unwrap_or(""))
+            .bind(write.now)
+            .fetch_one(&mut *conn)
+            .await
         }
 
         /// How many push tokens each family holds.
@@ -466,15 +488,20 @@ macro_rules! queries {
             user_id: i64,
             serial: i64,
         ) -> StoreResult<bool> {
-            let done = sqlx::query(
-                "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2 AND serial = $3",
-            )
-            .bind(user_id)
-            .bind(family.as_str())
-            .bind(serial)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() > 0)
+            Ok(self
+                .write_one(job!(conn => {
+                    let done = sqlx::query(
+                        "DELETE FROM push_tokens \
+                         WHERE user_id = $1 AND family = $2 AND serial = $3",
+                    )
+                    .bind(user_id)
+                    .bind(family.as_str())
+                    .bind(serial)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(done.rows_affected() > 0)
+                }))
+                .await?)
         }
 
         pub async fn delete_all_push_tokens(
@@ -482,14 +509,20 @@ macro_rules! queries {
             family: Family,
             user_id: i64,
         ) -> StoreResult<u64> {
-            let done = sqlx::query("DELETE FROM push_tokens WHERE user_id = $1 AND family = $2")
-                .bind(user_id)
-                .bind(family.as_str())
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected())
+            Ok(self
+                .write_one(job!(conn => {
+                    let done =
+                        sqlx::query("DELETE FROM push_tokens WHERE user_id = $1 AND family = $2")
+                            .bind(user_id)
+                            .bind(family.as_str())
+                            .execute(&mut *conn)
+                            .await?;
+                    Ok(done.rows_affected())
+                }))
+                .await?)
         }
     };
 }
 
+pub(super) use job;
 pub(super) use queries;

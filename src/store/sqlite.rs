@@ -1,15 +1,17 @@
-//! The SQLite backend: one file in WAL mode, writes in short transactions
-//! that take the write lock with their first statement.
+//! The SQLite backend: one file in WAL mode; reads on a pool of
+//! connections, writes through one writer task that commits them in
+//! batches (`writer.rs`).
 
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool};
+use std::sync::Arc;
 
-use super::queries::{
-    backoff, is_retryable, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
-    WRITE_ATTEMPTS,
-};
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Sqlite, SqliteConnection, SqlitePool};
+
+use super::queries::{job, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS};
+use super::writer::Writer;
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
@@ -20,6 +22,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -42,9 +45,20 @@ impl SqliteStore {
             // A connection to a local file cannot go stale, and a ping is a
             // round trip to the connection's worker thread.
             .test_before_acquire(false)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
-        Ok(Self { pool })
+        let writer = Writer::start(connect.connect().await?, options.acquire_timeout);
+        Ok(Self { pool, writer })
+    }
+
+    /// Committed write batches and the writes they held.
+    pub fn write_batches(&self) -> (u64, u64) {
+        self.writer.committed()
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -52,12 +66,31 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Nothing to do: SQLite lets one writer in at a time, and every write
-    /// transaction takes the write lock with its first statement.
-    async fn lock_family(
-        _: &mut sqlx::SqliteConnection,
-        _: &PushTokenWrite<'_>,
-    ) -> Result<(), sqlx::Error> {
+    /// Runs `job` in the writer's next batch: a transaction of its own
+    /// within the batch's.
+    async fn write<T, F>(&self, job: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.writer.write(job).await
+    }
+
+    /// A single statement: the same as [`Self::write`] here.
+    async fn write_one<T, F>(&self, job: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'static,
+    {
+        self.writer.write(job).await
+    }
+
+    /// Nothing to do: all writes run one after another on the writer.
+    async fn lock_family(_: &mut SqliteConnection, _: Family, _: i64) -> Result<(), sqlx::Error> {
         Ok(())
     }
 

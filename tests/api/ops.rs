@@ -63,6 +63,36 @@ async fn metrics_count_requests_by_route_template_in_prometheus_format(app: Test
     }
 }
 
+#[tokio::test]
+async fn sqlite_commits_concurrent_writes_together_and_shows_it_in_metrics() {
+    let app = TestApp::sqlite().await;
+    let user = app.user("alice_1").await;
+    let before = app
+        .state
+        .store
+        .write_batches()
+        .expect("SQLite counts batches");
+    let uris: Vec<String> = (1..=64).map(|n| format!("{RING}/{n}")).collect();
+    let puts = (1..=64).map(|n| app.put(&uris[n - 1], &user.token, registration(n as u32)));
+    for reply in futures_util::future::join_all(puts).await {
+        reply.assert_success(StatusCode::CREATED);
+    }
+    let after = app.state.store.write_batches().unwrap();
+    let (batches, writes) = (after.0 - before.0, after.1 - before.1);
+    assert_eq!(writes, 64);
+    assert!(batches < writes, "{batches} commits for {writes} writes");
+    let (_, _, body) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    let text = String::from_utf8(body).unwrap();
+    for counter in [
+        "pushtoken_db_write_batches_total ",
+        "pushtoken_db_batched_writes_total ",
+    ] {
+        assert!(text.contains(counter), "{counter} in {text}");
+    }
+}
+
 on_every_backend!(
     metrics_count_requests_by_route_template_in_prometheus_format,
     healthz_answers_200_without_authentication,
