@@ -46,12 +46,12 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
     let passwords = Passwords::new(config.password_cost.clone())?;
     let limits = Arc::new(http::limits::Limits::new(&config));
-    Ok(AppState {
+    Ok(AppState::new(http::Shared {
         store,
         config: Arc::new(config),
         passwords,
         limits,
-    })
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets

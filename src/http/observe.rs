@@ -1,11 +1,13 @@
 //! Per-request observation: one log line and the request metrics, both by
 //! route template; and the Prometheus exposition at `/metrics`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -76,40 +78,102 @@ pub(crate) fn is_probe(route: &str) -> bool {
     matches!(route, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// The request metrics of one (route, method, status), registered once.
+struct Handles {
+    duration: metrics::Histogram,
+    requests: metrics::Counter,
+}
+
+/// A registered (route, method, status) and its handles.
+struct Entry {
+    route: String,
+    method: &'static str,
+    status: u16,
+    handles: Arc<Handles>,
+}
+
+/// Handles by the hash of their labels, so recording a request allocates
+/// nothing and looks nothing up in the recorder's registry.
+static HANDLES: LazyLock<RwLock<HashMap<u64, Vec<Entry>>>> = LazyLock::new(Default::default);
+
+/// The method as a label: the standard ones by name, any other as `other`
+/// (a client cannot grow the metrics with made-up methods).
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", |known| known.as_str())
+}
+
+fn handles(route: &str, method: &'static str, status: u16) -> Arc<Handles> {
+    let mut hasher = DefaultHasher::new();
+    (route, method, status).hash(&mut hasher);
+    let key = hasher.finish();
+    let matches = |e: &&Entry| e.route == route && e.method == method && e.status == status;
+    let cache = HANDLES.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(entry) = cache.get(&key).and_then(|list| list.iter().find(matches)) {
+        return entry.handles.clone();
+    }
+    drop(cache);
+    let mut cache = HANDLES.write().unwrap_or_else(PoisonError::into_inner);
+    let list = cache.entry(key).or_default();
+    if let Some(entry) = list.iter().find(matches) {
+        return entry.handles.clone();
+    }
+    let labels = [("route", route.to_owned()), ("method", method.to_owned())];
+    let duration = metrics::histogram!(DURATION, &labels);
+    let [route_label, method_label] = labels;
+    let requests = metrics::counter!(
+        REQUESTS,
+        &[route_label, method_label, ("status", status.to_string())]
+    );
+    let handles = Arc::new(Handles { duration, requests });
+    list.push(Entry {
+        route: route.to_owned(),
+        method,
+        status,
+        handles: handles.clone(),
+    });
+    handles
+}
+
 /// Logs one line per request (request id, method, route, status, latency)
 /// and records the request metrics. Runs inside routing, so the route is the
 /// template (`/v1/api/user/token/{serial}`), never a serial or other value.
 pub async fn observe(request: Request, next: Next) -> Response {
     recorder();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| path.as_str())
-        .to_owned();
-    let method = request.method().clone();
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |path| path.as_str());
+    let method = method_label(request.method());
+    let id = request.headers().get(REQUEST_ID).cloned();
+    let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
     let span = tracing::info_span!("request", %id, %method, %route);
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let latency = started.elapsed();
     let status = response.status().as_u16();
-    let latency_ms = latency.as_secs_f64() * 1e3;
     span.in_scope(|| {
-        if is_probe(&route) {
+        let latency_ms = latency.as_secs_f64() * 1e3;
+        if is_probe(route) {
             tracing::debug!(status, latency_ms, "answered");
         } else {
             tracing::info!(status, latency_ms, "answered");
         }
     });
-    let labels = [("route", route), ("method", method.to_string())];
-    metrics::histogram!(DURATION, &labels).record(latency.as_secs_f64());
-    let [route, method] = labels;
-    metrics::counter!(REQUESTS, &[route, method, ("status", status.to_string())]).increment(1);
+    let handles = handles(route, method, status);
+    handles.duration.record(latency.as_secs_f64());
+    handles.requests.increment(1);
     response
 }
 

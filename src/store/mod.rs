@@ -5,6 +5,7 @@
 
 mod postgres;
 mod queries;
+mod readers;
 mod sqlite;
 mod writer;
 

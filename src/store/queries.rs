@@ -1,6 +1,7 @@
 //! The queries both backends run, written once. SQL uses `$N` placeholders,
 //! which SQLite and PostgreSQL both understand; `queries!(Db)` expands to the
-//! methods of a backend whose struct holds a `pool: sqlx::Pool<Db>`.
+//! methods of a backend that has `reader()` (a connection for reads) and
+//! `write`/`write_one` (see below).
 //!
 //! Each write is a function of a connection, handed to the backend's
 //! `write` (a transaction) or `write_one` (a single statement). On SQLite
@@ -106,7 +107,7 @@ macro_rules! job {
 macro_rules! queries {
     ($db:ty) => {
         pub async fn ping(&self) -> StoreResult<()> {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            sqlx::query("SELECT 1").execute(&mut *self.reader().await?).await?;
             Ok(())
         }
 
@@ -175,7 +176,7 @@ macro_rules! queries {
                  UNION ALL SELECT id, password_hash FROM users WHERE phone = $1 LIMIT 1",
             )
             .bind(login)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?)
         }
 
@@ -183,7 +184,7 @@ macro_rules! queries {
             Ok(sqlx::query_as(
                 "SELECT id, username, email, phone, created_at FROM users ORDER BY id",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?)
         }
 
@@ -225,7 +226,7 @@ macro_rules! queries {
             )
             .bind(token_hash)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?)
         }
 
@@ -302,7 +303,7 @@ macro_rules! queries {
             .bind(token_hash)
             .bind(family.as_str())
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
             Ok(SessionTokenRow::collect(found))
         }
@@ -462,7 +463,7 @@ macro_rules! queries {
         /// How many push tokens each family holds.
         pub async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
             Ok(sqlx::query_as("SELECT family, COUNT(*) FROM push_tokens GROUP BY family")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?)
         }
 
@@ -470,16 +471,8 @@ macro_rules! queries {
         pub async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.reader().await?)
                 .await?)
-        }
-
-        pub fn pool_stats(&self) -> PoolStats {
-            PoolStats {
-                size: self.pool.size(),
-                idle: self.pool.num_idle() as u32,
-                max: self.pool.options().get_max_connections(),
-            }
         }
 
         pub async fn delete_push_token(

@@ -1,16 +1,16 @@
-//! The SQLite backend: one file in WAL mode; reads on a pool of
-//! connections, writes through one writer task that commits them in
-//! batches (`writer.rs`).
+//! The SQLite backend: one file in WAL mode; reads on a small pool of
+//! connections (`readers.rs`), writes through one writer task that commits
+//! them in batches (`writer.rs`).
 
 use std::str::FromStr;
-
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Sqlite, SqliteConnection};
 
 use super::queries::{job, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS};
+use super::readers::{Reader, Readers};
 use super::writer::Writer;
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
@@ -21,7 +21,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    readers: Arc<Readers>,
     writer: Writer,
 }
 
@@ -39,16 +39,20 @@ impl SqliteStore {
                 anyhow::anyhow!("cannot create database folder {}: {e}", dir.display())
             })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            // A connection to a local file cannot go stale, and a ping is a
-            // round trip to the connection's worker thread.
-            .test_before_acquire(false)
-            .connect_with(connect.clone())
-            .await?;
+        // The writer's connection opens (and creates) the file now, so a
+        // bad path stops startup; read connections open as reads need them.
         let writer = Writer::start(connect.connect().await?, options.acquire_timeout);
-        Ok(Self { pool, writer })
+        let readers = Readers::new(connect, options.max_connections, options.acquire_timeout);
+        Ok(Self { readers, writer })
+    }
+
+    /// A connection for a read.
+    async fn reader(&self) -> Result<Reader, sqlx::Error> {
+        self.readers.acquire().await
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.readers.stats()
     }
 
     /// Committed write batches and the writes they held.
@@ -58,11 +62,14 @@ impl SqliteStore {
 
     pub async fn close(&self) {
         self.writer.close().await;
-        self.pool.close().await;
+        self.readers.close().await;
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        let mut conn = self.reader().await?;
+        // `run_direct`: `run` on a `&mut` connection hits sqlx's "Acquire is
+        // not general enough" inside a spawned future.
+        MIGRATOR.run_direct(&mut *conn).await?;
         Ok(())
     }
 

@@ -64,6 +64,24 @@ async fn metrics_count_requests_by_route_template_in_prometheus_format(app: Test
 }
 
 #[tokio::test]
+async fn metrics_label_a_made_up_method_as_other() {
+    let app = TestApp::sqlite().await;
+    let made_up = Method::from_bytes(b"BREW").unwrap();
+    let (status, _, _) = app
+        .send_bytes(made_up, "/v1/api/user/token", &[], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let (_, _, body) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    let text = String::from_utf8(body).unwrap();
+    assert!(!text.contains("BREW"), "{text}");
+    let other =
+        r#"pushtoken_http_requests_total{route="/v1/api/user/token",method="other",status="405"}"#;
+    assert!(text.contains(other), "{text}");
+}
+
+#[tokio::test]
 async fn sqlite_commits_concurrent_writes_together_and_shows_it_in_metrics() {
     let app = TestApp::sqlite().await;
     let user = app.user("alice_1").await;
