@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::queries::{
     backoff, is_retryable, job, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
@@ -18,6 +18,10 @@ use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
 };
+
+/// How recently a pooled connection must have been in use to skip its
+/// liveness check.
+const RECENTLY_USED: Duration = Duration::from_secs(1);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -35,6 +39,19 @@ impl PgStore {
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
+            // A connection that went back to the pool less than a second
+            // ago passed sqlx's test on release: use it without another
+            // round trip. One idle for longer (the server may have closed
+            // it meanwhile) is pinged first, and replaced if it is gone.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < RECENTLY_USED {
+                        return Ok(true);
+                    }
+                    Ok(conn.ping().await.is_ok())
+                })
+            })
             .connect_lazy_with(connect);
         let started = Instant::now();
         let mut pause = Duration::from_millis(250);

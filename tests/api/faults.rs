@@ -383,6 +383,42 @@ async fn read_until(
     (problems, unavailable, slowest)
 }
 
+#[tokio::test]
+async fn postgres_connections_closed_while_idle_are_replaced_unnoticed() {
+    use sqlx::Connection;
+    let db = TestDb::postgres().await;
+    let TestDb::Postgres { name, .. } = &db else {
+        unreachable!()
+    };
+    let server = start_with(&db.url(), &[]).await;
+    let token = session(&server, "idle_1").await;
+    for round in 0..3 {
+        // The pool's connections sit idle, then the database closes them.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut admin = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        admin.close().await.unwrap();
+        assert!(
+            killed.contains(&true),
+            "round {round}: no server connection"
+        );
+        for path in [RING, MESSAGE, RING] {
+            let (outcome, _) = try_call(&server.address, "GET", path, Some(&token), None).await;
+            assert!(
+                matches!(outcome, Outcome::Answered { status: 200, .. }),
+                "round {round}, GET {path}: {outcome:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_terminated_connections_answer_quickly_recover_and_lose_nothing_acknowledged() {
     use sqlx::Connection;
