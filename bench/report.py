@@ -94,7 +94,7 @@ if meta.get("mode", "main") == "main":
             r = find(backend=b, label="half-peak", scenario=s)
             if r:
                 ceil = find(backend="ceiling", label="half-peak")
-                p(f"| {s} paced at half its peak ({f(r['target_rate'])}/s) | 32 | {f(r['rps'])} | — | "
+                p(f"| {s} paced at half its peak ({f(r['target_rate'])}/s) | {r['conns']} | {f(r['rps'])} | — | "
                   f"{f(r['p50_ms'], 2)} | {f(r['p99_ms'], 2)} | {f(ratio(r['p99_ms'], ceil and ceil['p99_ms']), 1)} | "
                   f"{r['errors']} | {f(mib(r), 1)} | — |")
         g = find(backend=b, label="under-login", scenario="get")
@@ -125,7 +125,7 @@ if meta.get("mode", "main") == "main":
             h = find(backend=b, label="half-peak", scenario=s)
             if h:
                 ok = h["p99_ms"] < 5 and h["errors"] == 0
-                p(f"| {b}: {s} p99 at half peak < 5 ms | {h['p99_ms']:.2f} ms at {h['rps']:,.0f}/s | {'yes' if ok else 'no'} |")
+                p(f"| {b}: {s} p99 at half peak < 5 ms | {h['p99_ms']:.2f} ms at {h['rps']:,.0f}/s over {h['conns']} conns | {'yes' if ok else 'no'} |")
         at256 = [r for r in rows if r.get("backend") == b and r.get("conns") == 256 and "peak_rss_kib" in r]
         if at256:
             worst = max(at256, key=lambda r: r["peak_rss_kib"])

@@ -31,6 +31,11 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    const UPDATE_ROW: &str = "UPDATE";
+    const INSERT_ROW: &str = "INSERT";
+    /// The token's other holder is deleted by a statement of its own.
+    const REPLACES_TOKEN_HOLDER: bool = false;
+
     /// Connects, retrying with backoff for up to `options.startup_timeout`
     /// while the server is not reachable yet (compose start order).
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {

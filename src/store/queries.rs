@@ -3,6 +3,12 @@
 //! methods of a backend that has `reader()` (a connection for reads) and
 //! `write`/`write_one` (see below).
 //!
+//! Where the two dialects differ, a backend names its words: the verbs that
+//! store a row (`UPDATE_ROW`, `INSERT_ROW`) and whether they take the push
+//! token from the row holding it (`REPLACES_TOKEN_HOLDER`: SQLite's `OR
+//! REPLACE` deletes the row that clashes on `UNIQUE (family, push_token)`
+//! in the same statement; PostgreSQL runs a DELETE first).
+//!
 //! Each write is a function of a connection, handed to the backend's
 //! `write` (a transaction) or `write_one` (a single statement). On SQLite
 //! both queue the function for the one writer task, which commits the
@@ -327,16 +333,18 @@ macro_rules! queries {
             Self::lock_family(conn, write.family, write.user_id).await?;
             // The token leaves any other row that holds it: the caller's at
             // another serial (a move) or another user's (a takeover).
-            sqlx::query(
-                "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
-                 AND NOT (user_id = $3 AND serial = $4)",
-            )
-            .bind(write.family.as_str())
-            .bind(&write.input.push_token)
-            .bind(write.user_id)
-            .bind(serial)
-            .execute(&mut *conn)
-            .await?;
+            if !Self::REPLACES_TOKEN_HOLDER {
+                sqlx::query(
+                    "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
+                     AND NOT (user_id = $3 AND serial = $4)",
+                )
+                .bind(write.family.as_str())
+                .bind(&write.input.push_token)
+                .bind(write.user_id)
+                .bind(serial)
+                .execute(&mut *conn)
+                .await?;
+            }
             match Self::update_row(conn, write, serial).await? {
                 Some(row) => Ok(Written::Updated(row)),
                 None => Self::insert_row(conn, write, serial).await.map(Written::Created),
@@ -379,14 +387,17 @@ macro_rules! queries {
                     None => return Ok(None),
                 },
             };
-            sqlx::query(
-                "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 AND user_id <> $3",
-            )
-            .bind(write.family.as_str())
-            .bind(&write.input.push_token)
-            .bind(write.user_id)
-            .execute(&mut *conn)
-            .await?;
+            if !Self::REPLACES_TOKEN_HOLDER {
+                sqlx::query(
+                    "DELETE FROM push_tokens \
+                     WHERE family = $1 AND push_token = $2 AND user_id <> $3",
+                )
+                .bind(write.family.as_str())
+                .bind(&write.input.push_token)
+                .bind(write.user_id)
+                .execute(&mut *conn)
+                .await?;
+            }
             if update {
                 let row = Self::update_row(conn, write, serial).await?;
                 row.map(|row| Some(Written::Updated(row)))
@@ -406,13 +417,14 @@ macro_rules! queries {
         ) -> Result<Option<PushTokenRow>, sqlx::Error> {
             let input = &write.input;
             sqlx::query_as(&format!(
-                "UPDATE push_tokens SET push_token = $1, language = $2, \
+                "{UPDATE} push_tokens SET push_token = $1, language = $2, \
                  dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
                  os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
                  push_platform = COALESCE($7, push_platform), \
                  phone_model = COALESCE($8, phone_model), updated_at = $9 \
                  WHERE user_id = $10 AND family = $11 AND serial = $12 \
-                 RETURNING {ROW_COLUMNS}"
+                 RETURNING {ROW_COLUMNS}",
+                UPDATE = Self::UPDATE_ROW,
             ))
             .bind(&input.push_token)
             .bind(&input.language)
@@ -439,10 +451,11 @@ macro_rules! queries {
         ) -> Result<PushTokenRow, sqlx::Error> {
             let input = &write.input;
             sqlx::query_as(&format!(
-                "INSERT INTO push_tokens (user_id, family, serial, push_token, language, dev, \
+                "{INSERT} INTO push_tokens (user_id, family, serial, push_token, language, dev, \
                  bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
-                 RETURNING {ROW_COLUMNS}"
+                 RETURNING {ROW_COLUMNS}",
+                INSERT = Self::INSERT_ROW,
             ))
             .bind(write.user_id)
             .bind(write.family.as_str())

@@ -26,6 +26,13 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// `OR REPLACE`: a row clashing on `UNIQUE (family, push_token)` is
+    /// deleted by the statement that stores the token (no trigger or
+    /// foreign key refers to `push_tokens`, so nothing else is touched).
+    const UPDATE_ROW: &str = "UPDATE OR REPLACE";
+    const INSERT_ROW: &str = "INSERT OR REPLACE";
+    const REPLACES_TOKEN_HOLDER: bool = true;
+
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
