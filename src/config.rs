@@ -131,6 +131,16 @@ pub struct Settings {
         default_value = "5s"
     )]
     pub db_acquire_timeout: String,
+    /// SQLite only: full (a commit is on disk before it is acknowledged, and
+    /// survives a power loss) or normal (WAL synced at checkpoints: survives
+    /// a crash of the process, may lose the last commits on a power loss).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_SQLITE_SYNCHRONOUS",
+        global = true,
+        default_value = "full"
+    )]
+    pub sqlite_synchronous: String,
     /// Failed logins for one username within 15 minutes before its logins
     /// answer 429 until the window has passed (0: no limit).
     #[arg(
@@ -375,8 +385,20 @@ impl Config {
                 )
             })
         };
+        let sqlite_full_sync = match s.sqlite_synchronous.trim().to_ascii_lowercase().as_str() {
+            "full" => true,
+            "normal" => false,
+            other => {
+                return Err(bad(
+                    "PUSHTOKEN_SQLITE_SYNCHRONOUS",
+                    "sqlite-synchronous",
+                    format!("{other:?} is neither full nor normal"),
+                ))
+            }
+        };
         let pool = PoolOptions {
             max_connections: db_max_connections,
+            sqlite_full_sync,
             acquire_timeout: timeout(
                 &s.db_acquire_timeout,
                 "PUSHTOKEN_DB_ACQUIRE_TIMEOUT",

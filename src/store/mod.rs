@@ -151,6 +151,9 @@ pub enum Written {
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
     pub max_connections: u32,
+    /// SQLite: `synchronous=FULL` (every commit synced) rather than
+    /// `NORMAL` (the WAL synced at checkpoints).
+    pub sqlite_full_sync: bool,
     /// How long a request waits for a connection (or SQLite for its lock)
     /// before it fails with 503.
     pub acquire_timeout: Duration,
@@ -162,6 +165,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             max_connections: 8,
+            sqlite_full_sync: true,
             acquire_timeout: Duration::from_secs(5),
             startup_timeout: Duration::from_secs(60),
         }

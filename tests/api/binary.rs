@@ -169,6 +169,7 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
         ("PUSHTOKEN_LISTEN", "not-an-address"),
         ("PUSHTOKEN_SESSION_TTL", "forever"),
         ("PUSHTOKEN_LOG_FORMAT", "xml"),
+        ("PUSHTOKEN_SQLITE_SYNCHRONOUS", "off"),
         ("PUSHTOKEN_BUNDLE_ID", "has space"),
         ("DATABASE_URL", "mysql://localhost/db"),
     ];
