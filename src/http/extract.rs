@@ -116,10 +116,7 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let Some(token) = session_token(&parts.headers) else {
-            tracing::debug!("request without a session token");
-            return Err(Error::NoToken);
-        };
+        let token = required_session_token(&parts.headers)?;
         authenticate(state, token).await.map(AuthUser)
     }
 }
@@ -133,14 +130,17 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionHash {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
-        match session_token(&parts.headers) {
-            Some(token) => Ok(SessionHash(secret_hash(token))),
-            None => {
-                tracing::debug!("request without a session token");
-                Err(Error::NoToken)
-            }
-        }
+        let token = required_session_token(&parts.headers)?;
+        Ok(SessionHash(secret_hash(token)))
     }
+}
+
+/// The request's session token, or 401 `no token`.
+fn required_session_token(headers: &HeaderMap) -> Result<&str> {
+    session_token(headers).ok_or_else(|| {
+        tracing::debug!("request without a session token");
+        Error::NoToken
+    })
 }
 
 /// The answer for a session token that matched no unexpired session.
