@@ -37,6 +37,7 @@ def half_peak(backend, scenario):
     mid["rounds"] = len(runs)
     mid["each"] = ", ".join(f"{r['p99_ms']:.2f}" for r in runs)
     mid["errors"] = sum(r["errors"] for r in runs)
+    mid["connect"] = max(r.get("connect_max_ms", 0) for r in runs)
     return mid
 
 
@@ -110,7 +111,7 @@ if meta.get("mode", "main") == "main":
             r = half_peak(b, s)
             if r:
                 ceil = find(backend="ceiling", label="half-peak")
-                p(f"| {s} paced at half its peak ({f(r['target_rate'])}/s; median p99 of {r['rounds']}: {r['each']}) | {r['conns']} | {f(r['rps'])} | — | "
+                p(f"| {s} paced at half its peak ({f(r['target_rate'])}/s; median p99 of {r['rounds']}: {r['each']}; connections opened first, slowest connect {r['connect']:.1f} ms) | {r['conns']} | {f(r['rps'])} | — | "
                   f"{f(r['p50_ms'], 2)} | {f(r['p99_ms'], 2)} | {f(ratio(r['p99_ms'], ceil and ceil['p99_ms']), 1)} | "
                   f"{r['errors']} | {f(mib(r), 1)} | — |")
         g = find(backend=b, label="under-login", scenario="get")

@@ -23,7 +23,9 @@ fn rows() -> Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6490".into());
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:6490".into());
     // Build the value once per request, like a handler serializing query rows.
     let app = Router::new()
         .route("/v1/api/user/token", get(|| async { Json(rows()) }))

@@ -2,8 +2,10 @@
 //! connection, each sending its next request when the previous answer has
 //! been read (closed loop), or on a fixed schedule with `--rate` (open loop;
 //! latency then counts from the scheduled send time, so a stall is not
-//! hidden). Latencies go into an HDR histogram; the summary is one JSON line
-//! on stdout.
+//! hidden). Every connection is opened before the clock starts, so the
+//! figures are those of keep-alive traffic; the slowest connect is reported
+//! apart (`connect_max_ms`). Latencies go into an HDR histogram; the summary
+//! is one JSON line on stdout.
 //!
 //!   loadgen setup --url URL --apikey KEY --users N --prefix P --out FILE
 //!   loadgen run   --url URL --scenario get|put|post|delete|login|ceiling
@@ -50,7 +52,11 @@ struct Args(Vec<String>);
 impl Args {
     fn get(&self, name: &str) -> Option<&str> {
         let flag = format!("--{name}");
-        self.0.iter().position(|a| *a == flag).and_then(|i| self.0.get(i + 1)).map(|s| s.as_str())
+        self.0
+            .iter()
+            .position(|a| *a == flag)
+            .and_then(|i| self.0.get(i + 1))
+            .map(|s| s.as_str())
     }
     fn req(&self, name: &str) -> Result<&str> {
         self.get(name).ok_or_else(|| anyhow!("missing --{name}"))
@@ -65,7 +71,9 @@ impl Args {
 
 /// host:port of an `http://host:port` base URL.
 fn authority(url: &str) -> Result<String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("only http:// URLs"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs"))?;
     Ok(rest.trim_end_matches('/').to_string())
 }
 
@@ -76,7 +84,10 @@ struct Conn {
 
 impl Conn {
     fn new(addr: &str) -> Self {
-        Self { addr: addr.to_string(), sender: None }
+        Self {
+            addr: addr.to_string(),
+            sender: None,
+        }
     }
 
     async fn connect(&mut self) -> Result<()> {
@@ -98,7 +109,7 @@ impl Conn {
         token: Option<&str>,
         body: Option<String>,
     ) -> Result<(StatusCode, Bytes)> {
-        if self.sender.as_ref().map_or(true, |s| s.is_closed()) {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }
         let sender = self.sender.as_mut().unwrap();
@@ -137,7 +148,11 @@ fn read_users(path: &str) -> Result<Vec<User>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            User { username: f[0].into(), password: f[1].into(), token: f[2].into() }
+            User {
+                username: f[0].into(),
+                password: f[1].into(),
+                token: f[2].into(),
+            }
         })
         .collect();
     if users.is_empty() {
@@ -158,7 +173,8 @@ async fn setup(args: &Args) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (addr, apikey, prefix, next) = (addr.clone(), apikey.clone(), prefix.clone(), next.clone());
+        let (addr, apikey, prefix, next) =
+            (addr.clone(), apikey.clone(), prefix.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&addr);
             let mut made = Vec::new();
@@ -221,9 +237,15 @@ struct Summary {
     p90_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    connect_max_ms: f64,
 }
 
 struct Shared {
+    /// Every connection task and `run` meet here once connected, and again
+    /// once `run` has set `start`.
+    connected: tokio::sync::Barrier,
+    go: tokio::sync::Barrier,
+    start: std::sync::OnceLock<Instant>,
     stop: AtomicBool,
     issued: AtomicU64,
     max_requests: u64,
@@ -240,6 +262,7 @@ struct TaskResult {
     ok: u64,
     errors: u64,
     phase_start: Instant,
+    connect: Duration,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -249,14 +272,27 @@ async fn worker(
     conn_index: usize,
     user: User,
     nonce: u64,
-    deadline: Instant,
+    duration: Duration,
     interval: Option<Duration>,
-    start: Instant,
     shared: Arc<Shared>,
     delete_ready: Arc<tokio::sync::Barrier>,
 ) -> Result<TaskResult> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut conn = Conn::new(&addr);
+    // A connect that fails here is retried by the first send (and counted
+    // as that request's error if it fails again).
+    let connecting = Instant::now();
+    if let Err(e) = conn.connect().await {
+        eprintln!("connect: {e}");
+    }
+    let connect = connecting.elapsed();
+    shared.connected.wait().await;
+    shared.go.wait().await;
+    let start = *shared
+        .start
+        .get()
+        .ok_or_else(|| anyhow!("run did not set the start"))?;
+    let deadline = start + duration;
     let (mut ok, mut errors) = (0u64, 0u64);
     let serial_base: i64 = 1_000_000 + conn_index as i64 * 1_000_000;
     let mut seeded: i64 = 0;
@@ -270,7 +306,15 @@ async fn worker(
         while Instant::now() < seed_until && seeded < cap {
             let body = serde_json::json!({"push_token": fresh_token(nonce ^ 0xdead, conn_index, seeded as u64), "language": "zh"});
             let path = format!("/v1/api/user/message/token/{}", serial_base + seeded);
-            match conn.send(Method::PUT, &path, Some(&user.token), Some(body.to_string())).await {
+            match conn
+                .send(
+                    Method::PUT,
+                    &path,
+                    Some(&user.token),
+                    Some(body.to_string()),
+                )
+                .await
+            {
                 Ok((s, _)) if s.is_success() => seeded += 1,
                 _ => {}
             }
@@ -284,7 +328,8 @@ async fn worker(
     loop {
         let scheduled = match interval {
             Some(iv) => {
-                let at = start + iv.mul_f64(k as f64) + iv.mul_f64((conn_index as f64 * 0.618).fract());
+                let at =
+                    start + iv.mul_f64(k as f64) + iv.mul_f64((conn_index as f64 * 0.618).fract());
                 if at >= deadline {
                     break;
                 }
@@ -351,7 +396,9 @@ async fn worker(
                 errors += 1;
                 if shared.errors_shown.fetch_add(1, Ordering::Relaxed) < 5 {
                     match other {
-                        Ok((s, b)) => eprintln!("error: {path}: {s} {}", String::from_utf8_lossy(&b)),
+                        Ok((s, b)) => {
+                            eprintln!("error: {path}: {s} {}", String::from_utf8_lossy(&b))
+                        }
                         Err(e) => eprintln!("error: {path}: {e}"),
                     }
                 }
@@ -359,7 +406,13 @@ async fn worker(
         }
         k += 1;
     }
-    Ok(TaskResult { hist, ok, errors, phase_start: start })
+    Ok(TaskResult {
+        hist,
+        ok,
+        errors,
+        phase_start: start,
+        connect,
+    })
 }
 
 async fn run(args: &Args) -> Result<()> {
@@ -381,21 +434,26 @@ async fn run(args: &Args) -> Result<()> {
     let users = match args.get("users-file") {
         Some(f) => read_users(f)?,
         None if scenario == Scenario::Ceiling => {
-            vec![User { username: String::new(), password: String::new(), token: String::new() }]
+            vec![User {
+                username: String::new(),
+                password: String::new(),
+                token: String::new(),
+            }]
         }
         None => bail!("--users-file is needed for {scenario:?}"),
     };
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
     let interval = (rate > 0.0).then(|| Duration::from_secs_f64(conns as f64 / rate));
     let shared = Arc::new(Shared {
+        connected: tokio::sync::Barrier::new(conns + 1),
+        go: tokio::sync::Barrier::new(conns + 1),
+        start: std::sync::OnceLock::new(),
         stop: AtomicBool::new(false),
         issued: AtomicU64::new(0),
         max_requests,
         errors_shown: AtomicU64::new(0),
     });
     let barrier = Arc::new(tokio::sync::Barrier::new(conns));
-    let start = Instant::now();
-    let deadline = start + duration;
     let mut tasks = Vec::new();
     for i in 0..conns {
         tasks.push(tokio::spawn(worker(
@@ -404,21 +462,25 @@ async fn run(args: &Args) -> Result<()> {
             i,
             users[i % users.len()].clone(),
             nonce,
-            deadline,
+            duration,
             interval,
-            start,
             shared.clone(),
             barrier.clone(),
         )));
     }
+    shared.connected.wait().await;
+    let start = *shared.start.get_or_init(Instant::now);
+    shared.go.wait().await;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut ok, mut errors) = (0, 0);
     let mut phase_start = start;
+    let mut connect_max = Duration::ZERO;
     for t in tasks {
         let r = t.await??;
         hist.add(&r.hist)?;
         ok += r.ok;
         errors += r.errors;
+        connect_max = connect_max.max(r.connect);
         // For delete, the timed phase began after seeding: measure it alone.
         phase_start = phase_start.max(r.phase_start);
     }
@@ -436,7 +498,12 @@ async fn run(args: &Args) -> Result<()> {
         p50_ms: if ok > 0 { ms(0.50) } else { 0.0 },
         p90_ms: if ok > 0 { ms(0.90) } else { 0.0 },
         p99_ms: if ok > 0 { ms(0.99) } else { 0.0 },
-        max_ms: if ok > 0 { hist.max() as f64 / 1000.0 } else { 0.0 },
+        max_ms: if ok > 0 {
+            hist.max() as f64 / 1000.0
+        } else {
+            0.0
+        },
+        connect_max_ms: connect_max.as_secs_f64() * 1000.0,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
@@ -444,8 +511,14 @@ async fn run(args: &Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    let threads: usize = std::env::var("LOADGEN_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    let threads: usize = std::env::var("LOADGEN_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
     let args = Args(argv.clone());
     rt.block_on(async {
         match argv.get(1).map(|s| s.as_str()) {

@@ -31,11 +31,17 @@ const ROW_COLUMNS: &str = "user_id, serial, push_token, language, dev, bundleid,
 
 fn flag(argv: &[String], name: &str) -> Option<String> {
     let f = format!("--{name}");
-    argv.iter().position(|a| *a == f).and_then(|i| argv.get(i + 1)).cloned()
+    argv.iter()
+        .position(|a| *a == f)
+        .and_then(|i| argv.get(i + 1))
+        .cloned()
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// The upsert loop, written once for both backends.
@@ -216,7 +222,9 @@ async fn seed(url: &str, argv: &[String]) -> Result<()> {
         // A database that grew to this size over time has had its WAL
         // checkpointed all along; a bulk load leaves it all in the WAL
         // (300 MB here), where every read would search it first.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await?;
     } else {
         let mut conn = PgConnectOptions::from_str(url)?.connect().await?;
         let mut tx = conn.begin().await?;
@@ -272,21 +280,27 @@ async fn explain(url: &str) -> Result<()> {
     if sqlite {
         // OR REPLACE also probes UNIQUE (family, push_token) for a clashing
         // row to delete: an index search, not shown in the plan.
-        queries.push(("PUT: store the row (OR REPLACE takes the token from its holder)",
+        queries.push((
+            "PUT: store the row (OR REPLACE takes the token from its holder)",
             "UPDATE OR REPLACE push_tokens SET push_token = 'x', language = 'en' \
-             WHERE user_id = 5 AND family = 'ring' AND serial = 1"));
+             WHERE user_id = 5 AND family = 'ring' AND serial = 1",
+        ));
     } else {
         queries.push(("PUT: the token leaves other rows",
             "DELETE FROM push_tokens WHERE family = 'ring' AND push_token = 'x' AND NOT (user_id = 5 AND serial = 1)"));
-        queries.push(("PUT: store the row",
+        queries.push((
+            "PUT: store the row",
             "UPDATE push_tokens SET push_token = 'x', language = 'en' \
-             WHERE user_id = 5 AND family = 'ring' AND serial = 1"));
+             WHERE user_id = 5 AND family = 'ring' AND serial = 1",
+        ));
     }
     if sqlite {
         let mut conn = sqlite_options(url)?.connect().await?;
         for (name, q) in queries {
             println!("-- {name}\n{q}");
-            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {q}")).fetch_all(&mut conn).await?;
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {q}"))
+                .fetch_all(&mut conn)
+                .await?;
             for r in rows {
                 println!("   {}", r.try_get::<String, _>(3)?);
             }
@@ -296,7 +310,9 @@ async fn explain(url: &str) -> Result<()> {
         for (name, q) in queries {
             println!("-- {name}\n{q}");
             // Plans only (no ANALYZE): the DELETEs must not run.
-            let rows = sqlx::query(&format!("EXPLAIN {q}")).fetch_all(&mut conn).await?;
+            let rows = sqlx::query(&format!("EXPLAIN {q}"))
+                .fetch_all(&mut conn)
+                .await?;
             for r in rows {
                 println!("   {}", r.try_get::<String, _>(0)?);
             }
@@ -308,7 +324,10 @@ async fn explain(url: &str) -> Result<()> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    let url = argv.get(2).cloned().ok_or_else(|| anyhow!("usage: raw-upsert upsert|seed|explain URL ..."))?;
+    let url = argv
+        .get(2)
+        .cloned()
+        .ok_or_else(|| anyhow!("usage: raw-upsert upsert|seed|explain URL ..."))?;
     match argv[1].as_str() {
         "upsert" => upsert(&url, &argv).await,
         "seed" => seed(&url, &argv).await,
