@@ -79,6 +79,13 @@ pub async fn serve_state(
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
     let purge = tokio::spawn(housekeeping(store.clone(), state.limits.clone()));
+    let fold = tokio::spawn(async {
+        let mut every = tokio::time::interval(http::observe::UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            http::observe::fold_latency_samples();
+        }
+    });
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%address, scheme, backend = store.backend(), "listening on {address}");
@@ -86,6 +93,7 @@ pub async fn serve_state(
         .await
         .context("server failed")?;
     purge.abort();
+    fold.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

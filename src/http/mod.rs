@@ -3,7 +3,7 @@
 mod accounts;
 pub mod extract;
 pub mod limits;
-mod observe;
+pub(crate) mod observe;
 mod ops;
 mod push_tokens;
 pub mod schema;
