@@ -11,8 +11,8 @@
 //!
 //! Each write is a function of a connection, handed to the backend's
 //! `write` (a transaction) or `write_one` (a single statement). On SQLite
-//! both queue the function for the one writer task, which commits the
-//! writes that queued together in one transaction (`writer.rs`). On
+//! both queue the function for the one writer, which commits the writes
+//! that queued together in one transaction (`writer.rs`). On
 //! PostgreSQL each runs on a pooled connection; a transaction that lost a
 //! race to a concurrent one (a unique violation, a deadlock, a row gone
 //! under it) is retried whole (after a short random pause), so the

@@ -1,6 +1,6 @@
 //! The SQLite backend: one file in WAL mode; reads on a small pool of
-//! connections (`readers.rs`), writes through one writer task that commits
-//! them in batches (`writer.rs`).
+//! connections (`readers.rs`), writes through one writer, on a thread of
+//! its own, that commits them in batches (`writer.rs`).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ impl SqliteStore {
         }
         // The writer's connection opens (and creates) the file now, so a
         // bad path stops startup; read connections open as reads need them.
-        let writer = Writer::start(connect.connect().await?, options.acquire_timeout);
+        let writer = Writer::start(connect.connect().await?, options.acquire_timeout)?;
         let readers = Readers::new(connect, options.max_connections, options.acquire_timeout);
         Ok(Self { readers, writer })
     }

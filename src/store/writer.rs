@@ -1,8 +1,8 @@
 //! Group commit for SQLite: every write of the server runs on one connection
-//! owned by one task, which takes the writes that queued while the last
-//! commit was being made and runs them all in one transaction, so one WAL
-//! sync (`synchronous=FULL`) makes a whole batch durable instead of one
-//! write each.
+//! owned by one task on a thread of its own, which takes the writes that
+//! queued while the last commit was being made and runs them all in one
+//! transaction, so one WAL sync (`synchronous=FULL`) makes a whole batch
+//! durable instead of one write each.
 //!
 //! A write that fails rolls its batch back, is answered with its error, and
 //! the batch runs again without it, so each write lands whole or not at all
@@ -100,13 +100,25 @@ pub struct Stats {
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`. A write waits at most `wait` in
-    /// the queue (and SQLite waits as long for a lock another process holds).
-    pub fn start(conn: SqliteConnection, wait: Duration) -> Self {
+    /// Starts the writer on `conn`, on a thread of its own. A write waits at
+    /// most `wait` in the queue (and SQLite waits as long for a lock another
+    /// process holds).
+    ///
+    /// The writer hands each statement to the connection's own thread and
+    /// waits for the answer. As a task among the request tasks, every such
+    /// answer would queue it behind them; on its own thread it goes on at
+    /// once, so a batch takes as long as its statements do.
+    pub fn start(conn: SqliteConnection, wait: Duration) -> std::io::Result<Self> {
         let (queue, messages) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
-        tokio::spawn(run(conn, messages, stats.clone()));
-        Self { queue, wait, stats }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let writer_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("pushtoken-writer".into())
+            .spawn(move || runtime.block_on(run(conn, messages, writer_stats)))?;
+        Ok(Self { queue, wait, stats })
     }
 
     /// Committed batches and the writes they held, since start.
@@ -293,7 +305,10 @@ mod tests {
         conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .await
             .unwrap();
-        (Writer::start(conn, Duration::from_secs(5)), options)
+        (
+            Writer::start(conn, Duration::from_secs(5)).unwrap(),
+            options,
+        )
     }
 
     async fn keys(options: &SqliteConnectOptions) -> Vec<i64> {
@@ -369,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, options) = writer(&dir).await;
         let mut conn = options.clone().connect().await.unwrap();
-        let writer = Writer::start(conn, Duration::ZERO);
+        let writer = Writer::start(conn, Duration::ZERO).unwrap();
         let refused = two_rows(&writer, 7).await;
         assert!(
             matches!(refused, Err(sqlx::Error::PoolTimedOut)),
