@@ -11,8 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::queries::{
-    backoff, is_retryable, job, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS,
-    WRITE_ATTEMPTS,
+    backoff, is_retryable, job, queries, update_row_sql, SessionTokenRow, DELETE_FAMILY,
+    DELETE_ONE, ROW_COLUMNS, SESSION_ROW_COLUMNS, WRITE_ATTEMPTS,
 };
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
@@ -154,6 +154,64 @@ impl PgStore {
             idle: self.pool.num_idle() as u32,
             max: self.pool.options().get_max_connections(),
         }
+    }
+
+    /// `PUT`: the token leaves any other row that holds it (the caller's at
+    /// another serial, a move, or another user's, a takeover), then the row
+    /// at `serial` is updated, or created.
+    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
+        let write = Arc::new(write);
+        Ok(self
+            .write(job!(conn, write => {
+                Self::lock_family(conn, write.family, write.user_id).await?;
+                sqlx::query(
+                    "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
+                     AND NOT (user_id = $3 AND serial = $4)",
+                )
+                .bind(write.family.as_str())
+                .bind(&write.input.push_token)
+                .bind(write.user_id)
+                .bind(serial)
+                .execute(&mut *conn)
+                .await?;
+                match Self::update_row(conn, &write, serial).await? {
+                    Some(row) => Ok(Written::Updated(row)),
+                    None => Self::insert_row(conn, &write, serial).await.map(Written::Created),
+                }
+            }))
+            .await?)
+    }
+
+    pub async fn delete_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .write_one(job!(conn => {
+                let done = sqlx::query(DELETE_ONE)
+                    .bind(user_id)
+                    .bind(family.as_str())
+                    .bind(serial)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }))
+            .await?)
+    }
+
+    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
+        Ok(self
+            .write_one(job!(conn => {
+                let done = sqlx::query(DELETE_FAMILY)
+                    .bind(user_id)
+                    .bind(family.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected())
+            }))
+            .await?)
     }
 
     queries!(Postgres);

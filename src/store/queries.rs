@@ -9,10 +9,12 @@
 //! REPLACE` deletes the row that clashes on `UNIQUE (family, push_token)`
 //! in the same statement; PostgreSQL runs a DELETE first).
 //!
-//! Each write is a function of a connection, handed to the backend's
+//! Each write here is a function of a connection, handed to the backend's
 //! `write` (a transaction) or `write_one` (a single statement). On SQLite
 //! both queue the function for the one writer, which commits the writes
-//! that queued together in one transaction (`writer.rs`). On
+//! that queued together in one transaction (`writer.rs`); the writes most
+//! often made there (`PUT`, the deletes) are written as fixed statements in
+//! `sqlite.rs` instead, which the writer runs many at a time. On
 //! PostgreSQL each runs on a pooled connection; a transaction that lost a
 //! race to a concurrent one (a unique violation, a deadlock, a row gone
 //! under it) is retried whole (after a short random pause), so the
@@ -48,9 +50,31 @@ pub(super) fn is_retryable(error: &sqlx::Error) -> bool {
 pub(super) const ROW_COLUMNS: &str = "user_id, serial, push_token, language, dev, bundleid, \
      os, os_token, push_platform, phone_model, created_at, updated_at";
 
+/// `DELETE {base}/{serial}`: arguments user id, family, serial.
+pub(super) const DELETE_ONE: &str =
+    "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2 AND serial = $3";
+/// `DELETE {base}`: arguments user id, family.
+pub(super) const DELETE_FAMILY: &str = "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2";
+
 /// [`ROW_COLUMNS`] of `push_tokens p` in a LEFT JOIN, where they may be NULL.
 pub(super) const SESSION_ROW_COLUMNS: &str = "p.serial, p.push_token, p.language, p.dev, \
      p.bundleid, p.os, p.os_token, p.push_platform, p.phone_model, p.created_at, p.updated_at";
+
+/// Updates the row at (user id `$10`, family `$11`, serial `$12`) with the
+/// token `$1`, language `$2`, now `$9` and the optional fields `$3` to `$8`
+/// (dev, bundleid, os, os_token, push_platform, phone_model; `NULL` keeps
+/// the stored value), returning the row. `update` is the backend's verb.
+pub(super) fn update_row_sql(update: &str) -> String {
+    format!(
+        "{update} push_tokens SET push_token = $1, language = $2, \
+         dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
+         os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
+         push_platform = COALESCE($7, push_platform), \
+         phone_model = COALESCE($8, phone_model), updated_at = $9 \
+         WHERE user_id = $10 AND family = $11 AND serial = $12 \
+         RETURNING {ROW_COLUMNS}"
+    )
+}
 
 /// One result row of a session joined to its user's push tokens: the token
 /// columns are NULL when the user has none.
@@ -314,43 +338,6 @@ macro_rules! queries {
             Ok(SessionTokenRow::collect(found))
         }
 
-        pub async fn put_push_token(
-            &self,
-            write: PushTokenWrite,
-            serial: i64,
-        ) -> StoreResult<Written> {
-            let write = Arc::new(write);
-            Ok(self
-                .write(job!(conn, write => Self::put_row(conn, &write, serial).await))
-                .await?)
-        }
-
-        async fn put_row(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            write: &PushTokenWrite,
-            serial: i64,
-        ) -> Result<Written, sqlx::Error> {
-            Self::lock_family(conn, write.family, write.user_id).await?;
-            // The token leaves any other row that holds it: the caller's at
-            // another serial (a move) or another user's (a takeover).
-            if !Self::REPLACES_TOKEN_HOLDER {
-                sqlx::query(
-                    "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
-                     AND NOT (user_id = $3 AND serial = $4)",
-                )
-                .bind(write.family.as_str())
-                .bind(&write.input.push_token)
-                .bind(write.user_id)
-                .bind(serial)
-                .execute(&mut *conn)
-                .await?;
-            }
-            match Self::update_row(conn, write, serial).await? {
-                Some(row) => Ok(Written::Updated(row)),
-                None => Self::insert_row(conn, write, serial).await.map(Written::Created),
-            }
-        }
-
         pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
             let write = Arc::new(write);
             self.write(job!(conn, write => Self::post_row(conn, &write).await))
@@ -416,16 +403,7 @@ macro_rules! queries {
             serial: i64,
         ) -> Result<Option<PushTokenRow>, sqlx::Error> {
             let input = &write.input;
-            sqlx::query_as(&format!(
-                "{UPDATE} push_tokens SET push_token = $1, language = $2, \
-                 dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
-                 os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
-                 push_platform = COALESCE($7, push_platform), \
-                 phone_model = COALESCE($8, phone_model), updated_at = $9 \
-                 WHERE user_id = $10 AND family = $11 AND serial = $12 \
-                 RETURNING {ROW_COLUMNS}",
-                UPDATE = Self::UPDATE_ROW,
-            ))
+            sqlx::query_as(&update_row_sql(Self::UPDATE_ROW))
             .bind(&input.push_token)
             .bind(&input.language)
             .bind(input.dev)
@@ -485,46 +463,6 @@ macro_rules! queries {
             Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
                 .bind(now)
                 .fetch_one(&mut *self.reader().await?)
-                .await?)
-        }
-
-        pub async fn delete_push_token(
-            &self,
-            family: Family,
-            user_id: i64,
-            serial: i64,
-        ) -> StoreResult<bool> {
-            Ok(self
-                .write_one(job!(conn => {
-                    let done = sqlx::query(
-                        "DELETE FROM push_tokens \
-                         WHERE user_id = $1 AND family = $2 AND serial = $3",
-                    )
-                    .bind(user_id)
-                    .bind(family.as_str())
-                    .bind(serial)
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(done.rows_affected() > 0)
-                }))
-                .await?)
-        }
-
-        pub async fn delete_all_push_tokens(
-            &self,
-            family: Family,
-            user_id: i64,
-        ) -> StoreResult<u64> {
-            Ok(self
-                .write_one(job!(conn => {
-                    let done =
-                        sqlx::query("DELETE FROM push_tokens WHERE user_id = $1 AND family = $2")
-                            .bind(user_id)
-                            .bind(family.as_str())
-                            .execute(&mut *conn)
-                            .await?;
-                    Ok(done.rows_affected())
-                }))
                 .await?)
         }
     };

@@ -1,17 +1,21 @@
 //! The SQLite backend: one file in WAL mode; reads on a small pool of
 //! connections (`readers.rs`), writes through one writer, on a thread of
-//! its own, that commits them in batches (`writer.rs`).
+//! its own, that commits them in batches (`writer.rs`). `PUT` and the
+//! deletes are fixed statements, which the writer runs many to a command.
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{ConnectOptions, Sqlite, SqliteConnection};
+use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite, SqliteConnection};
 
-use super::queries::{job, queries, SessionTokenRow, ROW_COLUMNS, SESSION_ROW_COLUMNS};
+use super::queries::{
+    job, queries, update_row_sql, SessionTokenRow, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS,
+    SESSION_ROW_COLUMNS,
+};
 use super::readers::{Reader, Readers};
-use super::writer::Writer;
+use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
     Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
     SessionUser, StoreError, StoreResult, UserSummary, Written,
@@ -52,7 +56,14 @@ impl SqliteStore {
         }
         // The writer's connection opens (and creates) the file now, so a
         // bad path stops startup; read connections open as reads need them.
-        let writer = Writer::start(connect.connect().await?, options.acquire_timeout)?;
+        let writer = Writer::start(
+            connect
+                .clone()
+                .row_buffer_size(ROW_BUFFER)
+                .connect()
+                .await?,
+            options.acquire_timeout,
+        )?;
         let readers = Readers::new(connect, options.max_connections, options.acquire_timeout);
         Ok(Self { readers, writer })
     }
@@ -112,5 +123,116 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// `PUT`: updates the row at `serial`, or creates it, in two fixed
+    /// statements (see [`PUT`]).
+    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
+        let bind = move |args: &mut sqlx::sqlite::SqliteArguments<'static>| {
+            let input = &write.input;
+            args.add(input.push_token.clone())?;
+            args.add(input.language.clone())?;
+            args.add(input.dev)?;
+            args.add(input.bundleid.clone())?;
+            args.add(input.os.clone())?;
+            args.add(input.os_token.clone())?;
+            args.add(input.push_platform.clone())?;
+            args.add(input.phone_model.clone())?;
+            args.add(write.now)?;
+            args.add(write.user_id)?;
+            args.add(write.family.as_str())?;
+            args.add(serial)?;
+            args.add(write.default_bundleid.clone())
+        };
+        Ok(self
+            .writer
+            .write_statements(&PUT, bind, put_outcome)
+            .await?)
+    }
+
+    pub async fn delete_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+    ) -> StoreResult<bool> {
+        let bind = move |args: &mut sqlx::sqlite::SqliteArguments<'static>| {
+            args.add(user_id)?;
+            args.add(family.as_str())?;
+            args.add(serial)
+        };
+        let deleted = |outcomes: Vec<Outcome>| Ok(changes(&outcomes) > 0);
+        Ok(self
+            .writer
+            .write_statements(&DELETE_AT, bind, deleted)
+            .await?)
+    }
+
+    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
+        let bind = move |args: &mut sqlx::sqlite::SqliteArguments<'static>| {
+            args.add(user_id)?;
+            args.add(family.as_str())
+        };
+        let deleted = |outcomes: Vec<Outcome>| Ok(changes(&outcomes));
+        Ok(self
+            .writer
+            .write_statements(&DELETE_ALL, bind, deleted)
+            .await?)
+    }
+
     queries!(Sqlite);
+}
+
+/// `PUT`'s statements: the row at the serial is updated (absent optional
+/// fields keep their stored values; see [`update_row_sql`]); if there was
+/// none, it is inserted (absent optional fields take their defaults). `OR REPLACE` deletes the
+/// row that held the token before, in the same statement. Arguments: the
+/// token, language, dev, bundleid, os, os_token, push_platform,
+/// phone_model (`NULL` when absent), now, user id, family, serial and the
+/// default bundleid.
+static PUT: LazyLock<Statements> = LazyLock::new(|| Statements {
+    name: "put",
+    sql: format!(
+        "{update}; \
+         INSERT OR REPLACE INTO push_tokens (user_id, family, serial, push_token, language, \
+         dev, bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
+         SELECT $10, $11, $12, $1, $2, COALESCE($3, 0), COALESCE($4, $13), COALESCE($5, ''), \
+         COALESCE($6, ''), COALESCE($7, ''), COALESCE($8, ''), $9, $9 \
+         WHERE NOT EXISTS (SELECT 1 FROM push_tokens \
+                           WHERE user_id = $10 AND family = $11 AND serial = $12) \
+         RETURNING {ROW_COLUMNS}",
+        update = update_row_sql(SqliteStore::UPDATE_ROW),
+    ),
+    params: 13,
+    statements: 2,
+});
+
+static DELETE_AT: LazyLock<Statements> = LazyLock::new(|| Statements {
+    name: "delete-at",
+    sql: DELETE_ONE.to_owned(),
+    params: 3,
+    statements: 1,
+});
+
+static DELETE_ALL: LazyLock<Statements> = LazyLock::new(|| Statements {
+    name: "delete-all",
+    sql: DELETE_FAMILY.to_owned(),
+    params: 2,
+    statements: 1,
+});
+
+/// Rows the statements changed.
+fn changes(outcomes: &[Outcome]) -> u64 {
+    outcomes.iter().map(|o| o.changes).sum()
+}
+
+/// The updated row, or else the inserted one.
+fn put_outcome(outcomes: Vec<Outcome>) -> Result<Written, sqlx::Error> {
+    let mut outcomes = outcomes.into_iter();
+    let (updated, inserted) = (outcomes.next(), outcomes.next());
+    if let Some(row) = updated.as_ref().and_then(|o| o.rows.first()) {
+        return Ok(Written::Updated(PushTokenRow::from_row(row)?));
+    }
+    match inserted.as_ref().and_then(|o| o.rows.first()) {
+        Some(row) => Ok(Written::Created(PushTokenRow::from_row(row)?)),
+        None => Err(sqlx::Error::RowNotFound),
+    }
 }

@@ -4,6 +4,12 @@
 //! transaction, so one WAL sync (`synchronous=FULL`) makes a whole batch
 //! durable instead of one write each.
 //!
+//! Most writes are fixed statements ([`Statements`]): the writer runs the
+//! batch's writes of one kind as one command of many statements, so the
+//! connection's thread runs them back to back instead of answering one
+//! statement at a time. The others are functions of the connection, run one
+//! after another.
+//!
 //! A write that fails rolls its batch back, is answered with its error, and
 //! the batch runs again without it, so each write lands whole or not at all
 //! and one bad write does not fail the others. A caller hears back only
@@ -12,13 +18,18 @@
 //! dropped unrun, and its caller gets a 503: a refused write never lands
 //! later.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use sqlx::{Executor, SqliteConnection};
+use futures_util::StreamExt;
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Either, Executor, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -26,6 +37,86 @@ use tokio::time::Instant;
 const MAX_BATCH: usize = 256;
 /// Writes that may wait for the writer; senders beyond wait for room.
 const QUEUE: usize = 4096;
+/// Most writes of one kind in one command. Commands hold a power of two of
+/// them, so a kind has at most six texts (1 to 32 writes) to prepare and
+/// keep in the connection's statement cache.
+const MAX_CHUNK: usize = 32;
+/// Rows and statement results the connection's thread may queue for the
+/// writer without waiting for it: a whole command's worth.
+pub const ROW_BUFFER: usize = 1024;
+
+/// A kind of write made of fixed statements: the same SQL every time, with
+/// the write's own arguments. Its placeholders are `$1` to `$params`, in
+/// every statement of it.
+#[derive(Debug)]
+pub struct Statements {
+    /// Names the kind among the writer's commands (unique per kind).
+    pub name: &'static str,
+    /// The statements, separated by `;`.
+    pub sql: String,
+    pub params: usize,
+    /// How many statements `sql` holds.
+    pub statements: usize,
+}
+
+impl Statements {
+    /// The command running `writes` writes of this kind, each with its own
+    /// placeholders: the `k`-th write's `$n` is `$(k * params + n)`.
+    fn command(&self, writes: usize) -> String {
+        let one = self.sql.trim().trim_end_matches(';');
+        let mut command = String::with_capacity((one.len() + 8) * writes);
+        for k in 0..writes {
+            if k > 0 {
+                command.push_str(";\n");
+            }
+            renumber(&mut command, one, k * self.params);
+        }
+        command
+    }
+}
+
+/// Appends `sql` to `out` with every `$n` placeholder raised by `offset`.
+fn renumber(out: &mut String, sql: &str, offset: usize) {
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            let _ = write!(out, "{}", n + offset);
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+}
+
+/// What one statement of a [`Statements`] write gave: its rows and the rows
+/// it changed.
+#[derive(Default)]
+pub struct Outcome {
+    pub rows: Vec<SqliteRow>,
+    pub changes: u64,
+}
+
+/// A caller's answer, once its write ran (or could not).
+struct Reply<T> {
+    outcome: Option<Result<T, sqlx::Error>>,
+    answer: oneshot::Sender<Result<T, sqlx::Error>>,
+}
+
+impl<T> Reply<T> {
+    /// Sends the last run's outcome, or `commit`, the error that kept its
+    /// batch from committing.
+    fn send(self, commit: Option<&sqlx::Error>) {
+        let outcome = match (self.outcome, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(e)) => Err(not_committed(e)),
+            (Some(done), None) => done,
+            (None, None) => Err(sqlx::Error::WorkerCrashed),
+        };
+        let _ = self.answer.send(outcome);
+    }
+}
 
 /// A queued write: its statements, run once per attempt of its batch, and
 /// its answer, given once the batch is committed (or has failed).
@@ -39,8 +130,7 @@ trait Queued: Send {
 
 struct Pending<T, F> {
     write: F,
-    outcome: Option<Result<T, sqlx::Error>>,
-    answer: oneshot::Sender<Result<T, sqlx::Error>>,
+    reply: Reply<T>,
 }
 
 impl<T, F> Queued for Pending<T, F>
@@ -57,23 +147,78 @@ where
                 Err(_) => Err(sqlx::Error::WorkerCrashed),
             };
             let ok = outcome.is_ok();
-            self.outcome = Some(outcome);
+            self.reply.outcome = Some(outcome);
             ok
         })
     }
 
     fn answer(self: Box<Self>, commit: Option<&sqlx::Error>) {
-        let outcome = match (self.outcome, commit) {
-            (Some(Err(e)), _) => Err(e),
-            (_, Some(e)) => Err(not_committed(e)),
-            (Some(done), None) => done,
-            (None, None) => Err(sqlx::Error::WorkerCrashed),
-        };
-        let _ = self.answer.send(outcome);
+        self.reply.send(commit);
     }
 }
 
-type Job = Box<dyn Queued>;
+/// A queued write of fixed statements.
+trait Fixed: Send {
+    fn kind(&self) -> &'static Statements;
+    /// Adds the write's arguments, `params` of them.
+    fn bind(&self, args: &mut SqliteArguments<'static>) -> Result<(), BoxDynError>;
+    /// Takes what the statements gave; whether the write succeeded.
+    fn done(&mut self, outcome: Result<Vec<Outcome>, sqlx::Error>) -> bool;
+    fn answer(self: Box<Self>, commit: Option<&sqlx::Error>);
+}
+
+struct FixedWrite<T, B> {
+    kind: &'static Statements,
+    bind: B,
+    decode: fn(Vec<Outcome>) -> Result<T, sqlx::Error>,
+    reply: Reply<T>,
+}
+
+impl<T, B> Fixed for FixedWrite<T, B>
+where
+    T: Send + 'static,
+    B: Fn(&mut SqliteArguments<'static>) -> Result<(), BoxDynError> + Send + 'static,
+{
+    fn kind(&self) -> &'static Statements {
+        self.kind
+    }
+
+    fn bind(&self, args: &mut SqliteArguments<'static>) -> Result<(), BoxDynError> {
+        (self.bind)(args)
+    }
+
+    fn done(&mut self, outcome: Result<Vec<Outcome>, sqlx::Error>) -> bool {
+        let outcome = outcome.and_then(self.decode);
+        let ok = outcome.is_ok();
+        self.reply.outcome = Some(outcome);
+        ok
+    }
+
+    fn answer(self: Box<Self>, commit: Option<&sqlx::Error>) {
+        self.reply.send(commit);
+    }
+}
+
+enum Job {
+    Run(Box<dyn Queued>),
+    Fixed(Box<dyn Fixed>),
+}
+
+impl Job {
+    fn answer(self, commit: Option<&sqlx::Error>) {
+        match self {
+            Job::Run(job) => job.answer(commit),
+            Job::Fixed(job) => job.answer(commit),
+        }
+    }
+
+    fn fixed(&mut self) -> &mut dyn Fixed {
+        match self {
+            Job::Fixed(job) => job.as_mut(),
+            Job::Run(_) => unreachable!("only fixed writes are grouped into commands"),
+        }
+    }
+}
 
 enum Message {
     Write {
@@ -112,7 +257,7 @@ impl Writer {
         let (queue, messages) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_time()
             .build()?;
         let writer_stats = stats.clone();
         std::thread::Builder::new()
@@ -140,11 +285,47 @@ impl Writer {
             + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(Pending {
-            write,
+        let reply = Reply {
             outcome: None,
             answer,
-        });
+        };
+        self.enqueue(Job::Run(Box::new(Pending { write, reply })), answered)
+            .await
+    }
+
+    /// Runs a write of `kind`, with the arguments `bind` adds, in the next
+    /// batch, and returns what `decode` makes of its statements' outcomes
+    /// once the batch is committed. An error from `decode` fails the write
+    /// as a failed statement would: it lands not at all.
+    pub async fn write_statements<T, B>(
+        &self,
+        kind: &'static Statements,
+        bind: B,
+        decode: fn(Vec<Outcome>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        B: Fn(&mut SqliteArguments<'static>) -> Result<(), BoxDynError> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let reply = Reply {
+            outcome: None,
+            answer,
+        };
+        let job = FixedWrite {
+            kind,
+            bind,
+            decode,
+            reply,
+        };
+        self.enqueue(Job::Fixed(Box::new(job)), answered).await
+    }
+
+    async fn enqueue<T>(
+        &self,
+        job: Job,
+        answered: oneshot::Receiver<Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
         let deadline = Instant::now() + self.wait;
         self.queue
             .send(Message::Write { job, deadline })
@@ -172,6 +353,7 @@ fn not_committed(e: &sqlx::Error) -> sqlx::Error {
 async fn run(mut conn: SqliteConnection, mut messages: mpsc::Receiver<Message>, stats: Arc<Stats>) {
     let mut received = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut commands = Commands::default();
     while messages.recv_many(&mut received, MAX_BATCH).await > 0 {
         let now = Instant::now();
         let mut close = None;
@@ -191,7 +373,7 @@ async fn run(mut conn: SqliteConnection, mut messages: mpsc::Receiver<Message>, 
             );
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch, &stats).await;
+            commit_batch(&mut conn, &mut batch, &mut commands, &stats).await;
         }
         if let Some(done) = close {
             messages.close();
@@ -200,12 +382,12 @@ async fn run(mut conn: SqliteConnection, mut messages: mpsc::Receiver<Message>, 
                 if let Message::Write { job, .. } = message {
                     batch.push(job);
                     if batch.len() == MAX_BATCH {
-                        commit_batch(&mut conn, &mut batch, &stats).await;
+                        commit_batch(&mut conn, &mut batch, &mut commands, &stats).await;
                     }
                 }
             }
             if !batch.is_empty() {
-                commit_batch(&mut conn, &mut batch, &stats).await;
+                commit_batch(&mut conn, &mut batch, &mut commands, &stats).await;
             }
             if let Err(e) = sqlx::Connection::close(conn).await {
                 tracing::warn!(error = %e, "closing the write connection");
@@ -225,55 +407,252 @@ const MAX_FAILED: usize = 8;
 /// after the commit. A write that fails rolls the transaction back; it is
 /// answered with its error and the others run again without it, so each
 /// write lands whole or not at all.
-async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<Job>, stats: &Stats) {
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Job>,
+    commands: &mut Commands,
+    stats: &Stats,
+) {
     let mut failed = 0;
     loop {
-        if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
-            tracing::warn!(error = %e, writes = batch.len(), "could not begin a write batch");
-            // Dropping the jobs answers their callers with 503.
-            batch.clear();
-            return;
-        }
-        let mut failure = None;
-        for (i, job) in batch.iter_mut().enumerate() {
-            if !job.run(conn).await {
-                failure = Some(i);
-                break;
+        match run_batch(conn, batch, commands).await {
+            Ran::Committed => break,
+            Ran::NotBegun(e) => {
+                tracing::warn!(error = %e, writes = batch.len(), "could not begin a write batch");
+                // Dropping the jobs answers their callers with 503.
+                batch.clear();
+                return;
+            }
+            Ran::NotCommitted(e) => {
+                let _ = conn.execute("ROLLBACK").await;
+                give_up(batch, &e, "a write batch did not commit");
+                return;
+            }
+            Ran::Failed(i) => {
+                let rollback = conn.execute("ROLLBACK").await;
+                batch.remove(i).answer(None);
+                failed += 1;
+                if let Err(e) = rollback {
+                    give_up(batch, &e, "a write batch could not roll back");
+                    return;
+                }
+                if failed == MAX_FAILED {
+                    let e = sqlx::Error::Protocol(format!("{failed} writes of one batch failed"));
+                    give_up(batch, &e, "a write batch was given up");
+                    return;
+                }
+                if batch.is_empty() {
+                    return;
+                }
             }
         }
-        let Some(i) = failure else {
-            break;
-        };
-        let rollback = conn.execute("ROLLBACK").await;
-        batch.remove(i).answer(None);
-        failed += 1;
-        if let Err(e) = rollback {
-            give_up(batch, &e, "a write batch could not roll back");
-            return;
+    }
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .writes
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    for job in batch.drain(..) {
+        job.answer(None);
+    }
+}
+
+/// How one attempt at a batch ended.
+enum Ran {
+    Committed,
+    /// `BEGIN` failed: nothing ran.
+    NotBegun(sqlx::Error),
+    /// The write at this index failed; the transaction is still open.
+    Failed(usize),
+    /// Every write ran but `COMMIT` failed.
+    NotCommitted(sqlx::Error),
+}
+
+/// One step of a batch: a command running fixed writes of one kind, or a
+/// write that is a function of the connection.
+enum Step {
+    Command(&'static Statements, Vec<usize>),
+    Run(usize),
+}
+
+/// The steps running every write of `batch`: the fixed writes kind by kind,
+/// in commands of a power of two of up to [`MAX_CHUNK`] writes, then the
+/// others one by one.
+fn steps(batch: &[Job]) -> Vec<Step> {
+    let mut kinds: Vec<(&'static Statements, Vec<usize>)> = Vec::new();
+    let mut steps = Vec::new();
+    for (i, job) in batch.iter().enumerate() {
+        match job {
+            Job::Fixed(job) => {
+                let kind = job.kind();
+                match kinds.iter_mut().find(|(k, _)| k.name == kind.name) {
+                    Some((_, writes)) => writes.push(i),
+                    None => kinds.push((kind, vec![i])),
+                }
+            }
+            Job::Run(_) => steps.push(Step::Run(i)),
         }
-        if failed == MAX_FAILED {
-            let e = sqlx::Error::Protocol(format!("{failed} writes of one batch failed"));
-            give_up(batch, &e, "a write batch was given up");
-            return;
+    }
+    let mut commands = Vec::new();
+    for (kind, writes) in kinds {
+        let mut rest = &writes[..];
+        for n in chunks(writes.len()) {
+            let (chunk, after) = rest.split_at(n);
+            commands.push(Step::Command(kind, chunk.to_vec()));
+            rest = after;
         }
-        if batch.is_empty() {
-            return;
+    }
+    commands.extend(steps);
+    commands
+}
+
+/// How `writes` writes of one kind are split into commands: the largest
+/// power of two that fits, up to [`MAX_CHUNK`], again and again.
+fn chunks(mut writes: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let n = 1 << writes.checked_ilog2()?.min(MAX_CHUNK.ilog2());
+        writes -= n;
+        Some(n)
+    })
+}
+
+/// Runs every write of `batch` in one transaction. Where the batch starts
+/// with a command, `BEGIN IMMEDIATE` opens it, which saves a round trip.
+/// (`COMMIT` never ends one: the connection's thread runs a command to its
+/// end without waiting for the writer, which may yet find that a write
+/// failed, and must then roll back.)
+async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Job], commands: &mut Commands) -> Ran {
+    let steps = steps(batch);
+    let begin_inline = matches!(steps.first(), Some(Step::Command(..)));
+    if !begin_inline {
+        if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+            return Ran::NotBegun(e);
+        }
+    }
+    for (k, step) in steps.iter().enumerate() {
+        match step {
+            Step::Command(kind, writes) => {
+                let shape = Shape {
+                    writes: writes.len(),
+                    begin: k == 0 && begin_inline,
+                };
+                let command = commands.get(kind, shape);
+                if let Err(ran) = run_command(conn, kind, &command, shape, batch, writes).await {
+                    return ran;
+                }
+            }
+            Step::Run(i) => {
+                let Job::Run(job) = &mut batch[*i] else {
+                    unreachable!("a step runs a write of its own kind");
+                };
+                if !job.run(conn).await {
+                    return Ran::Failed(*i);
+                }
+            }
         }
     }
     match conn.execute("COMMIT").await {
-        Ok(_) => {
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats
-                .writes
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for job in batch.drain(..) {
-                job.answer(None);
+        Ok(_) => Ran::Committed,
+        Err(e) => Ran::NotCommitted(e),
+    }
+}
+
+/// What a command holds: how many writes, and whether it begins the
+/// transaction.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    writes: usize,
+    begin: bool,
+}
+
+/// The text of each command run so far.
+#[derive(Default)]
+struct Commands(HashMap<(&'static str, Shape), Arc<str>>);
+
+impl Commands {
+    fn get(&mut self, kind: &Statements, shape: Shape) -> Arc<str> {
+        self.0
+            .entry((kind.name, shape))
+            .or_insert_with(|| {
+                let writes = kind.command(shape.writes);
+                let begin = if shape.begin {
+                    "BEGIN IMMEDIATE;\n"
+                } else {
+                    ""
+                };
+                format!("{begin}{writes}").into()
+            })
+            .clone()
+    }
+}
+
+/// Runs the writes of `batch` at `writes` (all of `kind`) as one command.
+async fn run_command(
+    conn: &mut SqliteConnection,
+    kind: &Statements,
+    command: &str,
+    shape: Shape,
+    batch: &mut [Job],
+    writes: &[usize],
+) -> Result<(), Ran> {
+    let mut args = SqliteArguments::default();
+    for &i in writes {
+        if let Err(e) = batch[i].fixed().bind(&mut args) {
+            batch[i].fixed().done(Err(sqlx::Error::Encode(e)));
+            return Err(Ran::Failed(i));
+        }
+    }
+    // One command of many statements: sqlx's SQLite driver runs them in
+    // turn, binding each `$n` to the n-th argument, and streams each
+    // statement's rows followed by its result.
+    let mut results = conn.fetch_many(sqlx::query_with(command, args));
+    let mut begun = !shape.begin;
+    let mut pending = writes.iter().copied().peekable();
+    let mut outcomes = Vec::with_capacity(kind.statements);
+    let mut rows = Vec::new();
+    while let Some(result) = results.next().await {
+        let done = match result {
+            Ok(Either::Right(row)) => {
+                rows.push(row);
+                continue;
             }
+            Ok(Either::Left(done)) => done,
+            Err(e) if !begun => return Err(Ran::NotBegun(e)),
+            Err(e) => {
+                let i = pending
+                    .peek()
+                    .or(writes.last())
+                    .copied()
+                    .unwrap_or_default();
+                batch[i].fixed().done(Err(e));
+                return Err(Ran::Failed(i));
+            }
+        };
+        if !begun {
+            begun = true;
+            continue;
         }
-        Err(e) => {
-            let _ = conn.execute("ROLLBACK").await;
-            give_up(batch, &e, "a write batch did not commit");
+        let Some(&i) = pending.peek() else {
+            break;
+        };
+        outcomes.push(Outcome {
+            rows: std::mem::take(&mut rows),
+            changes: done.rows_affected(),
+        });
+        if outcomes.len() < kind.statements {
+            continue;
         }
+        pending.next();
+        if !batch[i].fixed().done(Ok(std::mem::take(&mut outcomes))) {
+            return Err(Ran::Failed(i));
+        }
+    }
+    match pending.peek() {
+        Some(&i) => {
+            let e = format!("a {} command gave too few results", kind.name);
+            batch[i].fixed().done(Err(sqlx::Error::Protocol(e)));
+            Err(Ran::Failed(i))
+        }
+        None => Ok(()),
     }
 }
 
@@ -289,9 +668,11 @@ fn give_up(batch: &mut Vec<Job>, error: &sqlx::Error, what: &str) {
 mod tests {
     use std::str::FromStr;
 
+    use std::sync::LazyLock;
+
     use futures_util::future::join_all;
     use sqlx::sqlite::SqliteConnectOptions;
-    use sqlx::ConnectOptions;
+    use sqlx::{Arguments, ConnectOptions, Row};
 
     use super::*;
 
@@ -340,6 +721,116 @@ mod tests {
                 })
             })
             .await
+    }
+
+    /// Inserts rows `k` and `k + 1000` as fixed statements; the second
+    /// fails (NOT NULL) when `k` is a multiple of 100, and the decoding
+    /// refuses the write when `k` is a multiple of 120.
+    static TWO_ROWS: LazyLock<Statements> = LazyLock::new(|| Statements {
+        name: "two-rows",
+        sql: "INSERT INTO t (k, v) VALUES ($1, 'a'); \
+              INSERT INTO t (k, v) VALUES ($1 + 1000, $2) RETURNING k"
+            .into(),
+        params: 2,
+        statements: 2,
+    });
+
+    async fn two_fixed_rows(writer: &Writer, k: i64) -> Result<i64, sqlx::Error> {
+        let bind = move |args: &mut SqliteArguments<'static>| {
+            args.add(k)?;
+            args.add((k % 100 != 0).then_some("b"))
+        };
+        let decode = |outcomes: Vec<Outcome>| {
+            let [first, second] = <[Outcome; 2]>::try_from(outcomes)
+                .map_err(|_| sqlx::Error::Protocol("two outcomes".into()))?;
+            assert_eq!((first.changes, first.rows.len()), (1, 0));
+            let k = second.rows[0].try_get::<i64, _>(0)? - 1000;
+            if k % 120 == 0 {
+                return Err(sqlx::Error::Protocol("decoding refused".into()));
+            }
+            Ok(k)
+        };
+        writer.write_statements(&TWO_ROWS, bind, decode).await
+    }
+
+    #[test]
+    fn commands_give_each_write_its_own_placeholders() {
+        assert_eq!(
+            TWO_ROWS.command(3),
+            "INSERT INTO t (k, v) VALUES ($1, 'a'); \
+             INSERT INTO t (k, v) VALUES ($1 + 1000, $2) RETURNING k;\n\
+             INSERT INTO t (k, v) VALUES ($3, 'a'); \
+             INSERT INTO t (k, v) VALUES ($3 + 1000, $4) RETURNING k;\n\
+             INSERT INTO t (k, v) VALUES ($5, 'a'); \
+             INSERT INTO t (k, v) VALUES ($5 + 1000, $6) RETURNING k"
+        );
+    }
+
+    #[test]
+    fn writes_are_split_into_commands_of_a_power_of_two_up_to_the_largest() {
+        assert_eq!(chunks(0).collect::<Vec<_>>(), Vec::<usize>::new());
+        assert_eq!(chunks(1).collect::<Vec<_>>(), [1]);
+        assert_eq!(chunks(13).collect::<Vec<_>>(), [8, 4, 1]);
+        assert_eq!(chunks(MAX_CHUNK).collect::<Vec<_>>(), [MAX_CHUNK]);
+        assert_eq!(
+            chunks(2 * MAX_CHUNK + 3).collect::<Vec<_>>(),
+            [MAX_CHUNK, MAX_CHUNK, 2, 1]
+        );
+        // Six sizes at most per kind: 1, 2, 4, ..., MAX_CHUNK.
+        let sizes: std::collections::BTreeSet<usize> = (0..=MAX_BATCH).flat_map(chunks).collect();
+        assert_eq!(sizes.len(), MAX_CHUNK.ilog2() as usize + 1);
+    }
+
+    #[tokio::test]
+    async fn fixed_writes_share_commands_and_a_failed_one_lands_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        // Fixed and function writes in the same batches; seven fail, fewer
+        // than a batch gives up at.
+        let fixed = join_all((1..=300).map(|k| two_fixed_rows(&writer, k)));
+        let functions = join_all((301..=400).map(|k| two_rows(&writer, k)));
+        let (fixed, functions) = tokio::join!(fixed, functions);
+        let failing = |k: i64| match k {
+            ..=300 => k % 100 == 0 || k % 120 == 0,
+            _ => k % 50 == 0,
+        };
+        for (k, outcome) in (1..=400).zip(fixed.iter().chain(&functions)) {
+            match outcome {
+                Ok(got) => assert_eq!(*got, k),
+                Err(e) => assert!(failing(k), "{k}: {e}"),
+            }
+            assert_eq!(outcome.is_err(), failing(k), "{k}");
+        }
+        let expected: Vec<i64> = (1..=400)
+            .filter(|&k| !failing(k))
+            .flat_map(|k| [k, k + 1000])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(keys(&options).await, expected);
+        let (batches, writes) = writer.committed();
+        assert_eq!(writes, expected.len() as u64 / 2);
+        assert!(
+            batches < writes / 4,
+            "{batches} commits for {writes} writes"
+        );
+        writer.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_fixed_write_alone_is_answered_after_its_commit_is_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, options) = writer(&dir).await;
+        for k in 1..=5 {
+            assert_eq!(two_fixed_rows(&writer, k).await.unwrap(), k);
+            assert!(keys(&options).await.contains(&(k + 1000)));
+        }
+        for k in [100, 120] {
+            let refused = two_fixed_rows(&writer, k).await;
+            assert!(refused.is_err(), "{refused:?}");
+            assert!(!keys(&options).await.contains(&k));
+        }
+        writer.close().await;
     }
 
     #[tokio::test]
