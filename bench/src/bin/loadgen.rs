@@ -1,8 +1,10 @@
 //! Load generator for pushtoken: keep-alive HTTP/1.1 connections, one task per
 //! connection, each sending its next request when the previous answer has
-//! been read (closed loop), or on a fixed schedule with `--rate` (open loop;
-//! latency then counts from the scheduled send time, so a stall is not
-//! hidden). Every connection is opened before the clock starts, so the
+//! been read (closed loop), or on a fixed schedule with `--rate` (open loop:
+//! a connection behind its schedule counts latency from the scheduled send
+//! time, so a stall is not hidden; one on time counts from its timer's wake,
+//! as tokio's timers round each wait up to the next millisecond). Every
+//! connection is opened before the clock starts, so the
 //! figures are those of keep-alive traffic; the slowest connect is reported
 //! apart (`connect_max_ms`). Latencies go into an HDR histogram; the summary
 //! is one JSON line on stdout.
@@ -333,8 +335,17 @@ async fn worker(
                 if at >= deadline {
                     break;
                 }
-                tokio::time::sleep_until(at.into()).await;
-                at
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at.into()).await;
+                    // On time: count from the wake. tokio's timers tick every
+                    // millisecond, so the sleep ends up to a millisecond past
+                    // `at`: the load generator's rounding, not the server's.
+                    Instant::now().max(at)
+                } else {
+                    // Behind schedule (the last answer came late): count from
+                    // the scheduled time, so a stall is not hidden.
+                    at
+                }
             }
             None => Instant::now(),
         };
