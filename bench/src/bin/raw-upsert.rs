@@ -285,6 +285,14 @@ async fn explain(url: &str) -> Result<()> {
             "UPDATE OR REPLACE push_tokens SET push_token = 'x', language = 'en' \
              WHERE user_id = 5 AND family = 'ring' AND serial = 1",
         ));
+        queries.push((
+            "PUT: create the row if there was none",
+            "INSERT OR REPLACE INTO push_tokens (user_id, family, serial, push_token, language, \
+             dev, bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
+             SELECT 5, 'ring', 1, 'x', 'en', 0, '', '', '', '', '', 0, 0 \
+             WHERE NOT EXISTS (SELECT 1 FROM push_tokens \
+                               WHERE user_id = 5 AND family = 'ring' AND serial = 1)",
+        ));
     } else {
         queries.push(("PUT: the token leaves other rows",
             "DELETE FROM push_tokens WHERE family = 'ring' AND push_token = 'x' AND NOT (user_id = 5 AND serial = 1)"));
