@@ -4,11 +4,12 @@
 //! transaction, so one WAL sync (`synchronous=FULL`) makes a whole batch
 //! durable instead of one write each.
 //!
-//! Most writes are fixed statements ([`Statements`]): the writer runs the
-//! batch's writes of one kind as one command of many statements, so the
-//! connection's thread runs them back to back instead of answering one
-//! statement at a time. The others are functions of the connection, run one
-//! after another.
+//! A write is either fixed statements ([`Statements`]; `PUT` and the
+//! deletes are) or a function of the connection (the others, whose later
+//! statements depend on earlier results). The writer runs a batch's fixed
+//! writes of one kind as one command of many statements, which sqlx's
+//! connection thread runs back to back, instead of a round trip to that
+//! thread for every statement; the functions run one after another.
 //!
 //! A write that fails rolls its batch back, is answered with its error, and
 //! the batch runs again without it, so each write lands whole or not at all
@@ -38,9 +39,10 @@ const MAX_BATCH: usize = 256;
 /// Writes that may wait for the writer; senders beyond wait for room.
 const QUEUE: usize = 4096;
 /// Most writes of one kind in one command. Commands hold a power of two of
-/// them, so a kind has at most six texts (1 to 32 writes) to prepare and
-/// keep in the connection's statement cache.
-const MAX_CHUNK: usize = 32;
+/// them, so a kind has at most five texts (1 to 16 writes) to prepare and
+/// keep in the connection's statement cache (32 cost 2 MiB more for no
+/// measurable gain).
+const MAX_CHUNK: usize = 16;
 /// Rows and statement results the connection's thread may queue for the
 /// writer without waiting for it: a whole command's worth.
 pub const ROW_BUFFER: usize = 1024;
@@ -515,37 +517,28 @@ fn chunks(mut writes: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Runs every write of `batch` in one transaction. Where the batch starts
-/// with a command, `BEGIN IMMEDIATE` opens it, which saves a round trip.
-/// (`COMMIT` never ends one: the connection's thread runs a command to its
-/// end without waiting for the writer, which may yet find that a write
-/// failed, and must then roll back.)
+/// Runs every write of `batch` in one transaction. (`COMMIT` is never part
+/// of a command: the connection's thread runs a command to its end without
+/// waiting for the writer, which may yet find that a write failed, and must
+/// then roll back.)
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Job], commands: &mut Commands) -> Ran {
-    let steps = steps(batch);
-    let begin_inline = matches!(steps.first(), Some(Step::Command(..)));
-    if !begin_inline {
-        if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
-            return Ran::NotBegun(e);
-        }
+    if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
+        return Ran::NotBegun(e);
     }
-    for (k, step) in steps.iter().enumerate() {
+    for step in steps(batch) {
         match step {
             Step::Command(kind, writes) => {
-                let shape = Shape {
-                    writes: writes.len(),
-                    begin: k == 0 && begin_inline,
-                };
-                let command = commands.get(kind, shape);
-                if let Err(ran) = run_command(conn, kind, &command, shape, batch, writes).await {
-                    return ran;
+                let command = commands.get(kind, writes.len());
+                if let Err(i) = run_command(conn, kind, &command, batch, &writes).await {
+                    return Ran::Failed(i);
                 }
             }
             Step::Run(i) => {
-                let Job::Run(job) = &mut batch[*i] else {
+                let Job::Run(job) = &mut batch[i] else {
                     unreachable!("a step runs a write of its own kind");
                 };
                 if !job.run(conn).await {
-                    return Ran::Failed(*i);
+                    return Ran::Failed(i);
                 }
             }
         }
@@ -556,56 +549,41 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Job], commands: &mu
     }
 }
 
-/// What a command holds: how many writes, and whether it begins the
-/// transaction.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Shape {
-    writes: usize,
-    begin: bool,
-}
-
-/// The text of each command run so far.
+/// The text of each command run so far, by kind and number of writes.
 #[derive(Default)]
-struct Commands(HashMap<(&'static str, Shape), Arc<str>>);
+struct Commands(HashMap<(&'static str, usize), Arc<str>>);
 
 impl Commands {
-    fn get(&mut self, kind: &Statements, shape: Shape) -> Arc<str> {
+    fn get(&mut self, kind: &Statements, writes: usize) -> Arc<str> {
         self.0
-            .entry((kind.name, shape))
-            .or_insert_with(|| {
-                let writes = kind.command(shape.writes);
-                let begin = if shape.begin {
-                    "BEGIN IMMEDIATE;\n"
-                } else {
-                    ""
-                };
-                format!("{begin}{writes}").into()
-            })
+            .entry((kind.name, writes))
+            .or_insert_with(|| kind.command(writes).into())
             .clone()
     }
 }
 
-/// Runs the writes of `batch` at `writes` (all of `kind`) as one command.
+/// Runs the writes of `batch` at `writes` (all of `kind`) as one command;
+/// the index of the first that failed.
 async fn run_command(
     conn: &mut SqliteConnection,
     kind: &Statements,
     command: &str,
-    shape: Shape,
     batch: &mut [Job],
     writes: &[usize],
-) -> Result<(), Ran> {
+) -> Result<(), usize> {
     let mut args = SqliteArguments::default();
     for &i in writes {
         if let Err(e) = batch[i].fixed().bind(&mut args) {
             batch[i].fixed().done(Err(sqlx::Error::Encode(e)));
-            return Err(Ran::Failed(i));
+            return Err(i);
         }
     }
     // One command of many statements: sqlx's SQLite driver runs them in
     // turn, binding each `$n` to the n-th argument, and streams each
-    // statement's rows followed by its result.
+    // statement's rows followed by its result. (sqlx marks several
+    // statements in one query as SQLite-only; the unit tests below and
+    // every PUT and DELETE test hold it to this.)
     let mut results = conn.fetch_many(sqlx::query_with(command, args));
-    let mut begun = !shape.begin;
     let mut pending = writes.iter().copied().peekable();
     let mut outcomes = Vec::with_capacity(kind.statements);
     let mut rows = Vec::new();
@@ -616,7 +594,6 @@ async fn run_command(
                 continue;
             }
             Ok(Either::Left(done)) => done,
-            Err(e) if !begun => return Err(Ran::NotBegun(e)),
             Err(e) => {
                 let i = pending
                     .peek()
@@ -624,13 +601,9 @@ async fn run_command(
                     .copied()
                     .unwrap_or_default();
                 batch[i].fixed().done(Err(e));
-                return Err(Ran::Failed(i));
+                return Err(i);
             }
         };
-        if !begun {
-            begun = true;
-            continue;
-        }
         let Some(&i) = pending.peek() else {
             break;
         };
@@ -643,14 +616,14 @@ async fn run_command(
         }
         pending.next();
         if !batch[i].fixed().done(Ok(std::mem::take(&mut outcomes))) {
-            return Err(Ran::Failed(i));
+            return Err(i);
         }
     }
     match pending.peek() {
         Some(&i) => {
             let e = format!("a {} command gave too few results", kind.name);
             batch[i].fixed().done(Err(sqlx::Error::Protocol(e)));
-            Err(Ran::Failed(i))
+            Err(i)
         }
         None => Ok(()),
     }
@@ -776,7 +749,7 @@ mod tests {
             chunks(2 * MAX_CHUNK + 3).collect::<Vec<_>>(),
             [MAX_CHUNK, MAX_CHUNK, 2, 1]
         );
-        // Six sizes at most per kind: 1, 2, 4, ..., MAX_CHUNK.
+        // Five sizes at most per kind: 1, 2, 4, ..., MAX_CHUNK.
         let sizes: std::collections::BTreeSet<usize> = (0..=MAX_BATCH).flat_map(chunks).collect();
         assert_eq!(sizes.len(), MAX_CHUNK.ilog2() as usize + 1);
     }
