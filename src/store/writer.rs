@@ -580,9 +580,9 @@ async fn run_command(
     }
     // One command of many statements: sqlx's SQLite driver runs them in
     // turn, binding each `$n` to the n-th argument, and streams each
-    // statement's rows followed by its result. (sqlx marks several
-    // statements in one query as SQLite-only; the unit tests below and
-    // every PUT and DELETE test hold it to this.)
+    // statement's rows followed by its result. (sqlx 0.8 documents several
+    // statements in one query as SQLite-only and deprecated; the unit
+    // tests below and every PUT and DELETE test hold it to this.)
     let mut results = conn.fetch_many(sqlx::query_with(command, args));
     let mut pending = writes.iter().copied().peekable();
     let mut outcomes = Vec::with_capacity(kind.statements);
