@@ -94,7 +94,6 @@ fn renumber(out: &mut String, sql: &str, offset: usize) {
 
 /// What one statement of a [`Statements`] write gave: its rows and the rows
 /// it changed.
-#[derive(Default)]
 pub struct Outcome {
     pub rows: Vec<SqliteRow>,
     pub changes: u64,
@@ -481,7 +480,7 @@ enum Step {
 /// others one by one.
 fn steps(batch: &[Job]) -> Vec<Step> {
     let mut kinds: Vec<(&'static Statements, Vec<usize>)> = Vec::new();
-    let mut steps = Vec::new();
+    let mut runs = Vec::new();
     for (i, job) in batch.iter().enumerate() {
         match job {
             Job::Fixed(job) => {
@@ -491,20 +490,20 @@ fn steps(batch: &[Job]) -> Vec<Step> {
                     None => kinds.push((kind, vec![i])),
                 }
             }
-            Job::Run(_) => steps.push(Step::Run(i)),
+            Job::Run(_) => runs.push(Step::Run(i)),
         }
     }
-    let mut commands = Vec::new();
+    let mut steps = Vec::new();
     for (kind, writes) in kinds {
         let mut rest = &writes[..];
         for n in chunks(writes.len()) {
             let (chunk, after) = rest.split_at(n);
-            commands.push(Step::Command(kind, chunk.to_vec()));
+            steps.push(Step::Command(kind, chunk.to_vec()));
             rest = after;
         }
     }
-    commands.extend(steps);
-    commands
+    steps.extend(runs);
+    steps
 }
 
 /// How `writes` writes of one kind are split into commands: the largest
@@ -696,6 +695,15 @@ mod tests {
             .await
     }
 
+    /// The keys, in order, that writes `ks` leave in the table (`k` and
+    /// `k + 1000` each).
+    fn rows_of(ks: impl Iterator<Item = i64>) -> Vec<i64> {
+        ks.flat_map(|k| [k, k + 1000])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+
     /// Inserts rows `k` and `k + 1000` as fixed statements; the second
     /// fails (NOT NULL) when `k` is a multiple of 100, and the decoding
     /// refuses the write when `k` is a multiple of 120.
@@ -774,12 +782,7 @@ mod tests {
             }
             assert_eq!(outcome.is_err(), failing(k), "{k}");
         }
-        let expected: Vec<i64> = (1..=400)
-            .filter(|&k| !failing(k))
-            .flat_map(|k| [k, k + 1000])
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let expected = rows_of((1..=400).filter(|&k| !failing(k)));
         assert_eq!(keys(&options).await, expected);
         let (batches, writes) = writer.committed();
         assert_eq!(writes, expected.len() as u64 / 2);
@@ -818,12 +821,7 @@ mod tests {
             }
             assert_eq!(outcome.is_err(), k % 50 == 0, "{k}");
         }
-        let expected: Vec<i64> = (1..=200)
-            .filter(|k| k % 50 != 0)
-            .flat_map(|k| [k, k + 1000])
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let expected = rows_of((1..=200).filter(|k| k % 50 != 0));
         assert_eq!(keys(&options).await, expected);
         let (batches, writes) = writer.committed();
         assert_eq!(writes, 196);
