@@ -9,8 +9,10 @@ mod readers;
 mod sqlite;
 mod writer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde::Serialize;
 
 pub use postgres::PgStore;
@@ -161,17 +163,6 @@ pub struct PoolOptions {
     pub startup_timeout: Duration,
 }
 
-impl Default for PoolOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 8,
-            sqlite_full_sync: true,
-            acquire_timeout: Duration::from_secs(5),
-            startup_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
 /// How the connection pool is used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolStats {
@@ -200,163 +191,121 @@ impl Backend {
     }
 }
 
-#[derive(Clone, Debug)]
-pub enum Store {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
-}
-
-/// Calls the same method on whichever backend is in use.
-macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($store) => $call,
-            Store::Postgres($store) => $call,
-        }
-    };
-}
-
-impl Store {
-    /// Opens the database named by `url` (`sqlite:…` or `postgres://…`).
-    pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
-        match Backend::of_url(url) {
-            Some(Backend::Sqlite) => Ok(Store::Sqlite(SqliteStore::connect(url, options).await?)),
-            Some(Backend::Postgres) => Ok(Store::Postgres(PgStore::connect(url, options).await?)),
-            None => {
-                anyhow::bail!("unsupported DATABASE_URL scheme (expected sqlite: or postgres://)")
-            }
-        }
-    }
+/// Everything the server asks of its database, one method per query: the
+/// store's contract. Each backend implements all of it (`sqlite.rs`,
+/// `postgres.rs`), mostly by running the shared queries of `queries.rs` on
+/// its own connections; the compiler holds both to every method.
+#[async_trait]
+pub trait Database: Send + Sync + std::fmt::Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
 
     /// Applies the embedded migrations that are not applied yet.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        dispatch!(self, s => s.migrate().await)
-    }
+    async fn migrate(&self) -> anyhow::Result<()>;
 
-    pub async fn close(&self) {
-        dispatch!(self, s => s.close().await)
-    }
+    /// Finishes the writes under way and closes every connection.
+    async fn close(&self);
 
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
-        }
-    }
-
-    pub async fn ping(&self) -> StoreResult<()> {
-        dispatch!(self, s => s.ping().await)
-    }
-
-    pub async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
-        dispatch!(self, s => s.create_user(user, now).await)
-    }
-
-    /// The account whose username, email or phone is `login`.
-    pub async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
-        // No account name holds a NUL (PostgreSQL text cannot even compare one).
-        if login.contains('\0') {
-            return Ok(None);
-        }
-        dispatch!(self, s => s.find_credentials(login).await)
-    }
-
-    pub async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
-        dispatch!(self, s => s.list_users().await)
-    }
-
-    pub async fn create_session(&self, session: NewSession) -> StoreResult<()> {
-        dispatch!(self, s => s.create_session(session).await)
-    }
-
-    /// The user of the unexpired session whose token hashes to `token_hash`.
-    pub async fn session_user(
-        &self,
-        token_hash: &str,
-        now: i64,
-    ) -> StoreResult<Option<SessionUser>> {
-        dispatch!(self, s => s.session_user(token_hash, now).await)
-    }
-
-    /// Revokes a session and deletes all of its user's push tokens, at once.
-    pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
-        dispatch!(self, s => s.logout(session).await)
-    }
-
-    /// Swaps the session whose refresh key hashes to `refresh_hash` for
-    /// `next` (whose `user_id` is filled in). `None` if no live session has
-    /// that key.
-    pub async fn rotate_session(
-        &self,
-        refresh_hash: &str,
-        now: i64,
-        next: NewSession,
-    ) -> StoreResult<Option<NewSession>> {
-        dispatch!(self, s => s.rotate_session(refresh_hash, now, next).await)
-    }
-
-    /// Deletes sessions whose refresh key has expired; returns how many.
-    pub async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        dispatch!(self, s => s.purge_expired_sessions(now).await)
-    }
-
-    /// The push tokens of the user of the unexpired session whose token
-    /// hashes to `token_hash`, looked up together; `None` without such a
-    /// session.
-    pub async fn session_push_tokens(
-        &self,
-        family: Family,
-        token_hash: &str,
-        now: i64,
-    ) -> StoreResult<Option<Vec<PushTokenRow>>> {
-        dispatch!(self, s => s.session_push_tokens(family, token_hash, now).await)
-    }
-
-    /// `PUT {base}/{serial}`: creates or updates the row at `serial`.
-    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
-        dispatch!(self, s => s.put_push_token(write, serial).await)
-    }
-
-    /// `POST {base}`: updates the caller's row holding the token, or creates
-    /// one at the next serial.
-    pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
-        dispatch!(self, s => s.post_push_token(write).await)
-    }
-
-    /// How many push tokens each family holds (families with none omitted).
-    pub async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
-        dispatch!(self, s => s.count_push_tokens().await)
-    }
-
-    pub async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
-        dispatch!(self, s => s.count_active_sessions(now).await)
-    }
-
-    pub fn pool_stats(&self) -> PoolStats {
-        dispatch!(self, s => s.pool_stats())
-    }
+    fn pool_stats(&self) -> PoolStats;
 
     /// SQLite: write transactions committed since start, and the writes
     /// they held (their ratio is the mean batch). `None` on PostgreSQL,
     /// where each write commits on its own.
-    pub fn write_batches(&self) -> Option<(u64, u64)> {
-        match self {
-            Store::Sqlite(s) => Some(s.write_batches()),
-            Store::Postgres(_) => None,
-        }
+    fn write_batches(&self) -> Option<(u64, u64)> {
+        None
     }
 
-    pub async fn delete_push_token(
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates an account: its id, or [`StoreError::Conflict`] naming the
+    /// unique value (`username`, `email`, `phone`) that is taken.
+    async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64>;
+
+    /// The account whose username, email or phone is `login`.
+    async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>>;
+
+    async fn list_users(&self) -> StoreResult<Vec<UserSummary>>;
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<()>;
+
+    /// The user of the unexpired session whose token hashes to `token_hash`.
+    async fn session_user(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionUser>>;
+
+    /// Revokes a session and deletes all of its user's push tokens, at once.
+    async fn logout(&self, session: &SessionUser) -> StoreResult<()>;
+
+    /// Swaps the session whose refresh key hashes to `refresh_hash` for
+    /// `next` (whose `user_id` is filled in). `None` if no live session has
+    /// that key.
+    async fn rotate_session(
+        &self,
+        refresh_hash: &str,
+        now: i64,
+        next: NewSession,
+    ) -> StoreResult<Option<NewSession>>;
+
+    /// Deletes sessions whose refresh key has expired; returns how many.
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+
+    /// The push tokens of the user of the unexpired session whose token
+    /// hashes to `token_hash`, looked up together; `None` without such a
+    /// session.
+    async fn session_push_tokens(
+        &self,
+        family: Family,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<PushTokenRow>>>;
+
+    /// `PUT {base}/{serial}`: creates or updates the row at `serial`.
+    async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written>;
+
+    /// `POST {base}`: updates the caller's row holding the token, or creates
+    /// one at the next serial (`Conflict("serial")` when none is left).
+    async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written>;
+
+    /// `DELETE {base}/{serial}`: whether the caller had such a row.
+    async fn delete_push_token(
         &self,
         family: Family,
         user_id: i64,
         serial: i64,
-    ) -> StoreResult<bool> {
-        dispatch!(self, s => s.delete_push_token(family, user_id, serial).await)
-    }
+    ) -> StoreResult<bool>;
 
-    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
-        dispatch!(self, s => s.delete_all_push_tokens(family, user_id).await)
+    /// `DELETE {base}`: how many of the caller's rows there were.
+    async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64>;
+
+    /// How many push tokens each family holds (families with none omitted).
+    async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>>;
+
+    /// How many sessions have not expired.
+    async fn count_active_sessions(&self, now: i64) -> StoreResult<i64>;
+}
+
+/// The server's database, whichever backend is behind it: every method of
+/// [`Database`] is called through it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store(Arc<dyn Database>);
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite:…` or `postgres://…`).
+    pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
+        let database: Arc<dyn Database> = match Backend::of_url(url) {
+            Some(Backend::Sqlite) => Arc::new(SqliteStore::connect(url, options).await?),
+            Some(Backend::Postgres) => Arc::new(PgStore::connect(url, options).await?),
+            None => {
+                anyhow::bail!("unsupported DATABASE_URL scheme (expected sqlite: or postgres://)")
+            }
+        };
+        Ok(Store(database))
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Database;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
     }
 }
 

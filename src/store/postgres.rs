@@ -1,27 +1,34 @@
 //! The PostgreSQL backend: a bounded pool shared by any number of server
-//! instances; startup waits for the database to come up.
+//! instances; startup waits for the database to come up. Every query is a
+//! shared one of `queries.rs`; a write of several statements runs in a
+//! transaction that is retried when it lost a race to a concurrent one (a
+//! unique violation, a deadlock, a row gone under it), so the database's
+//! constraints alone keep "one phone token, one row" and unique serials,
+//! across any number of server instances.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use super::queries::{
-    backoff, is_retryable, job, queries, update_row_sql, SessionTokenRow, DELETE_FAMILY,
-    DELETE_ONE, ROW_COLUMNS, SESSION_ROW_COLUMNS, WRITE_ATTEMPTS,
-};
+use super::queries::Queries;
 use super::{
-    Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
-    SessionUser, StoreError, StoreResult, UserSummary, Written,
+    Credentials, Database, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow,
+    PushTokenWrite, SessionUser, StoreError, StoreResult, UserSummary, Written,
 };
+
+type Q = Queries<Postgres>;
 
 /// How recently a pooled connection must have been in use to skip its
 /// liveness check.
 const RECENTLY_USED: Duration = Duration::from_secs(1);
+
+/// Attempts of a write transaction before its error is returned.
+const WRITE_ATTEMPTS: u32 = 20;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -31,11 +38,6 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    const UPDATE_ROW: &str = "UPDATE";
-    const INSERT_ROW: &str = "INSERT";
-    /// The token's other holder is deleted by a statement of its own.
-    const REPLACES_TOKEN_HOLDER: bool = false;
-
     /// Connects, retrying with backoff for up to `options.startup_timeout`
     /// while the server is not reachable yet (compose start order).
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
@@ -78,43 +80,25 @@ impl PgStore {
         }
     }
 
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+    /// A pooled connection, for a read or a single statement.
+    async fn conn(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
-    /// Serializes the writes to one user's family for the transaction:
-    /// concurrent POSTs then read the highest serial one after another.
-    /// (Lock keys: `user_id * 2 + family`, distinct for every user id below
-    /// 2^62; pushtoken takes no other advisory locks.)
-    async fn lock_family(
-        conn: &mut PgConnection,
-        family: Family,
-        user_id: i64,
-    ) -> Result<(), sqlx::Error> {
-        let family = match family {
-            Family::Ring => 0,
-            Family::Message => 1,
-        };
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(user_id.wrapping_mul(2).wrapping_add(family))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Runs `job` in a transaction of its own, again (after a short random
-    /// pause) when it lost a race to a concurrent one.
-    async fn write<T, F>(&self, mut job: F) -> Result<T, sqlx::Error>
+    /// Runs `job` on `args` in a transaction of its own, again (after a
+    /// short random pause) when it lost a race to a concurrent one.
+    async fn write<A, T, F>(&self, args: &A, mut job: F) -> Result<T, sqlx::Error>
     where
+        A: Sync + ?Sized,
         T: Send,
-        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
+        F: for<'c> FnMut(&'c mut PgConnection, &'c A) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send,
     {
         let mut attempt = 1;
         loop {
             let outcome = async {
                 let mut tx = self.pool.begin().await?;
-                let out = job(&mut tx).await?;
+                let out = job(&mut tx, args).await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -128,27 +112,44 @@ impl PgStore {
             }
         }
     }
+}
 
-    /// Runs `job`, a single statement, on a pooled connection.
-    async fn write_one<T, F>(&self, mut job: F) -> Result<T, sqlx::Error>
-    where
-        T: Send,
-        F: for<'c> FnMut(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>> + Send,
-    {
-        let mut conn = self.pool.acquire().await?;
-        job(&mut conn).await
+/// A short random pause before attempt `attempt` of a write, so writers that
+/// collided do not collide again in lockstep.
+async fn backoff(attempt: u32) {
+    use rand::Rng;
+    let most = 1u64 << attempt.min(6);
+    let millis = rand::thread_rng().gen_range(0..=most);
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
+/// Whether a failed write transaction should be run again.
+fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::RowNotFound => true,
+        sqlx::Error::Database(e) => {
+            e.is_unique_violation() || matches!(e.code().as_deref(), Some("40001" | "40P01"))
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Database for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
     }
 
-    pub async fn close(&self) {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// A connection for a read.
-    async fn reader(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        self.pool.acquire().await
-    }
-
-    pub fn pool_stats(&self) -> PoolStats {
+    fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.pool.size(),
             idle: self.pool.num_idle() as u32,
@@ -156,63 +157,104 @@ impl PgStore {
         }
     }
 
-    /// `PUT`: the token leaves any other row that holds it (the caller's at
-    /// another serial, a move, or another user's, a takeover), then the row
-    /// at `serial` is updated, or created.
-    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
-        let write = Arc::new(write);
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(Q::ping(&mut *self.conn().await?).await?)
+    }
+
+    async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
+        Q::insert_user(&mut *self.conn().await?, &user, now)
+            .await?
+            .map_err(StoreError::Conflict)
+    }
+
+    async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
+        // No account name holds a NUL, and PostgreSQL text cannot even
+        // compare one.
+        if login.contains('\0') {
+            return Ok(None);
+        }
+        Ok(Q::find_credentials(&mut *self.conn().await?, login).await?)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+        Ok(Q::list_users(&mut *self.conn().await?).await?)
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        Ok(Q::insert_session(&mut *self.conn().await?, &session).await?)
+    }
+
+    async fn session_user(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionUser>> {
+        Ok(Q::session_user(&mut *self.conn().await?, token_hash, now).await?)
+    }
+
+    async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
+        let (session_id, user_id) = (session.session_id, session.user_id);
         Ok(self
-            .write(job!(conn, write => {
-                Self::lock_family(conn, write.family, write.user_id).await?;
-                sqlx::query(
-                    "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
-                     AND NOT (user_id = $3 AND serial = $4)",
-                )
-                .bind(write.family.as_str())
-                .bind(&write.input.push_token)
-                .bind(write.user_id)
-                .bind(serial)
-                .execute(&mut *conn)
-                .await?;
-                match Self::update_row(conn, &write, serial).await? {
-                    Some(row) => Ok(Written::Updated(row)),
-                    None => Self::insert_row(conn, &write, serial).await.map(Written::Created),
-                }
-            }))
+            .write(&(), |conn, _| {
+                Box::pin(Q::logout(conn, session_id, user_id))
+            })
             .await?)
     }
 
-    pub async fn delete_push_token(
+    async fn rotate_session(
+        &self,
+        refresh_hash: &str,
+        now: i64,
+        next: NewSession,
+    ) -> StoreResult<Option<NewSession>> {
+        Ok(self
+            .write(&(refresh_hash, next), |conn, (hash, next)| {
+                Box::pin(Q::rotate_session(conn, hash, now, next))
+            })
+            .await?)
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        Ok(Q::purge_expired_sessions(&mut *self.conn().await?, now).await?)
+    }
+
+    async fn session_push_tokens(
+        &self,
+        family: Family,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<PushTokenRow>>> {
+        Ok(Q::session_push_tokens(&mut *self.conn().await?, family, token_hash, now).await?)
+    }
+
+    async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
+        Ok(self
+            .write(&write, |conn, write| {
+                Box::pin(Q::put_row(conn, write, serial))
+            })
+            .await?)
+    }
+
+    async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
+        self.write(&write, |conn, write| Box::pin(Q::post_row(conn, write)))
+            .await?
+            .ok_or(StoreError::Conflict("serial"))
+    }
+
+    async fn delete_push_token(
         &self,
         family: Family,
         user_id: i64,
         serial: i64,
     ) -> StoreResult<bool> {
-        Ok(self
-            .write_one(job!(conn => {
-                let done = sqlx::query(DELETE_ONE)
-                    .bind(user_id)
-                    .bind(family.as_str())
-                    .bind(serial)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(done.rows_affected() > 0)
-            }))
-            .await?)
+        Ok(Q::delete_push_token(&mut *self.conn().await?, family, user_id, serial).await?)
     }
 
-    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
-        Ok(self
-            .write_one(job!(conn => {
-                let done = sqlx::query(DELETE_FAMILY)
-                    .bind(user_id)
-                    .bind(family.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(done.rows_affected())
-            }))
-            .await?)
+    async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
+        Ok(Q::delete_all_push_tokens(&mut *self.conn().await?, family, user_id).await?)
     }
 
-    queries!(Postgres);
+    async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
+        Ok(Q::count_push_tokens(&mut *self.conn().await?).await?)
+    }
+
+    async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
+        Ok(Q::count_active_sessions(&mut *self.conn().await?, now).await?)
+    }
 }

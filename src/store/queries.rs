@@ -1,69 +1,48 @@
-//! The queries both backends run, written once. SQL uses `$N` placeholders,
-//! which SQLite and PostgreSQL both understand; `queries!(Db)` expands to the
-//! methods of a backend that has `reader()` (a connection for reads) and
-//! `write`/`write_one` (see below).
+//! The queries both backends run, each written once as an ordinary function
+//! over a connection of either database (`Queries::<Sqlite>` or
+//! `Queries::<Postgres>`). SQL uses `$N` placeholders, which SQLite and
+//! PostgreSQL both understand. A backend decides how a query runs (which
+//! connection, which transaction, retries); the query itself lives here.
 //!
-//! Where the two dialects differ, a backend names its words: the verbs that
-//! store a row (`UPDATE_ROW`, `INSERT_ROW`) and whether they take the push
-//! token from the row holding it (`REPLACES_TOKEN_HOLDER`: SQLite's `OR
-//! REPLACE` deletes the row that clashes on `UNIQUE (family, push_token)`
-//! in the same statement; PostgreSQL runs a DELETE first).
-//!
-//! Each write here is a function of a connection, handed to the backend's
-//! `write` (a transaction) or `write_one` (a single statement). On SQLite
-//! both queue the function for the one writer, which commits the writes
-//! that queued together in one transaction (`writer.rs`); the writes most
-//! often made there (`PUT`, the deletes) are written as fixed statements in
-//! `sqlite.rs` instead, which the writer runs many at a time. On
-//! PostgreSQL each runs on a pooled connection; a transaction that lost a
-//! race to a concurrent one (a unique violation, a deadlock, a row gone
-//! under it) is retried whole (after a short random pause), so the
-//! database's constraints alone keep "one phone token, one row" and unique
-//! serials, across any number of server instances. Writes to one user's
-//! family also take a per-(user, family) lock where the backend has one
-//! (`lock_family`), so concurrent POSTs choosing the next serial queue
-//! instead of colliding.
+//! Where the two dialects differ, [`Dialect`] names the difference, and its
+//! two implementations stand side by side at the end of this file: the
+//! verbs that store a row (SQLite's `OR REPLACE` deletes the row that
+//! clashes on `UNIQUE (family, push_token)` in the same statement;
+//! PostgreSQL deletes it with a statement of its own first) and the lock
+//! that makes concurrent writes to one user's family queue (PostgreSQL's
+//! advisory lock; SQLite runs every write on one connection anyway).
 
-/// Attempts of a write transaction before its error is returned.
-pub(super) const WRITE_ATTEMPTS: u32 = 20;
+use std::future::Future;
+use std::marker::PhantomData;
 
-/// A short random pause before attempt `attempt` of a write, so writers that
-/// collided do not collide again in lockstep.
-pub(super) async fn backoff(attempt: u32) {
-    use rand::Rng;
-    let most = 1u64 << attempt.min(6);
-    let millis = rand::thread_rng().gen_range(0..=most);
-    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
-}
+use sqlx::postgres::PgQueryResult;
+use sqlx::sqlite::SqliteQueryResult;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite, Type};
 
-/// Whether a failed write transaction should be run again.
-pub(super) fn is_retryable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::RowNotFound => true,
-        sqlx::Error::Database(e) => {
-            e.is_unique_violation() || matches!(e.code().as_deref(), Some("40001" | "40P01"))
-        }
-        _ => false,
-    }
-}
+use super::{
+    Credentials, Family, NewSession, NewUser, PushTokenRow, PushTokenWrite, SessionUser,
+    UserSummary, Written,
+};
 
+/// The columns of a stored push token, in [`PushTokenRow`]'s order.
 pub(super) const ROW_COLUMNS: &str = "user_id, serial, push_token, language, dev, bundleid, \
      os, os_token, push_platform, phone_model, created_at, updated_at";
+
+/// [`ROW_COLUMNS`] of `push_tokens p` in a LEFT JOIN, where they may be NULL.
+const SESSION_ROW_COLUMNS: &str = "p.serial, p.push_token, p.language, p.dev, \
+     p.bundleid, p.os, p.os_token, p.push_platform, p.phone_model, p.created_at, p.updated_at";
 
 /// `DELETE {base}/{serial}`: arguments user id, family, serial.
 pub(super) const DELETE_ONE: &str =
     "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2 AND serial = $3";
+
 /// `DELETE {base}`: arguments user id, family.
 pub(super) const DELETE_FAMILY: &str = "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2";
-
-/// [`ROW_COLUMNS`] of `push_tokens p` in a LEFT JOIN, where they may be NULL.
-pub(super) const SESSION_ROW_COLUMNS: &str = "p.serial, p.push_token, p.language, p.dev, \
-     p.bundleid, p.os, p.os_token, p.push_platform, p.phone_model, p.created_at, p.updated_at";
 
 /// Updates the row at (user id `$10`, family `$11`, serial `$12`) with the
 /// token `$1`, language `$2`, now `$9` and the optional fields `$3` to `$8`
 /// (dev, bundleid, os, os_token, push_platform, phone_model; `NULL` keeps
-/// the stored value), returning the row. `update` is the backend's verb.
+/// the stored value), returning the row. `update` is the dialect's verb.
 pub(super) fn update_row_sql(update: &str) -> String {
     format!(
         "{update} push_tokens SET push_token = $1, language = $2, \
@@ -74,6 +53,391 @@ pub(super) fn update_row_sql(update: &str) -> String {
          WHERE user_id = $10 AND family = $11 AND serial = $12 \
          RETURNING {ROW_COLUMNS}"
     )
+}
+
+/// Inserts a row: user id `$1`, family `$2`, serial `$3`, then the fields
+/// in [`ROW_COLUMNS`] order, `$12` the time of creation and of update.
+fn insert_row_sql(insert: &str) -> String {
+    format!(
+        "{insert} INTO push_tokens (user_id, family, serial, push_token, language, dev, \
+         bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+         RETURNING {ROW_COLUMNS}"
+    )
+}
+
+/// The queries, for a database `DB` (`Sqlite` or `Postgres`). The bounds
+/// say what the queries bind and read; both sqlx drivers meet them.
+pub(super) struct Queries<DB>(PhantomData<DB>);
+
+impl<DB> Queries<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Decode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'r> Credentials: FromRow<'r, DB::Row>,
+    for<'r> UserSummary: FromRow<'r, DB::Row>,
+    for<'r> SessionUser: FromRow<'r, DB::Row>,
+    for<'r> PushTokenRow: FromRow<'r, DB::Row>,
+    for<'r> SessionTokenRow: FromRow<'r, DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    pub async fn ping(conn: &mut DB::Connection) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(conn).await?;
+        Ok(())
+    }
+
+    /// The new user's id, or the field whose value is taken.
+    pub async fn insert_user(
+        conn: &mut DB::Connection,
+        user: &NewUser,
+        now: i64,
+    ) -> Result<Result<i64, &'static str>, sqlx::Error> {
+        let inserted = sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, email, phone, realm, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(user.username.as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.email.as_deref())
+        .bind(user.phone.as_deref())
+        .bind(user.realm.as_deref())
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await;
+        match inserted {
+            Ok(id) => Ok(Ok(id)),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Ok(Err(Self::taken_field(conn, user).await?))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Which of a new user's unique values is already taken.
+    async fn taken_field(
+        conn: &mut DB::Connection,
+        user: &NewUser,
+    ) -> Result<&'static str, sqlx::Error> {
+        let (username, email, phone): (bool, bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1), \
+                    EXISTS (SELECT 1 FROM users WHERE email = $2), \
+                    EXISTS (SELECT 1 FROM users WHERE phone = $3)",
+        )
+        .bind(user.username.as_str())
+        .bind(user.email.as_deref())
+        .bind(user.phone.as_deref())
+        .fetch_one(conn)
+        .await?;
+        Ok(if username || !(email || phone) {
+            "username"
+        } else if email {
+            "email"
+        } else {
+            "phone"
+        })
+    }
+
+    /// The account whose username, email or phone is `login`.
+    pub async fn find_credentials(
+        conn: &mut DB::Connection,
+        login: &str,
+    ) -> Result<Option<Credentials>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, password_hash FROM users WHERE username = $1 \
+             UNION ALL SELECT id, password_hash FROM users WHERE email = $1 \
+             UNION ALL SELECT id, password_hash FROM users WHERE phone = $1 LIMIT 1",
+        )
+        .bind(login)
+        .fetch_optional(conn)
+        .await
+    }
+
+    pub async fn list_users(conn: &mut DB::Connection) -> Result<Vec<UserSummary>, sqlx::Error> {
+        sqlx::query_as("SELECT id, username, email, phone, created_at FROM users ORDER BY id")
+            .fetch_all(conn)
+            .await
+    }
+
+    pub async fn insert_session(
+        conn: &mut DB::Connection,
+        session: &NewSession,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO sessions \
+             (user_id, token_hash, refresh_hash, created_at, expires_at, refresh_expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(session.user_id)
+        .bind(session.token_hash.as_str())
+        .bind(session.refresh_hash.as_str())
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(session.refresh_expires_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The user of the unexpired session whose token hashes to `token_hash`.
+    pub async fn session_user(
+        conn: &mut DB::Connection,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<SessionUser>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT s.id AS session_id, s.user_id, u.username FROM sessions s \
+             JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(conn)
+        .await
+    }
+
+    /// Revokes the session and deletes all of its user's push tokens (run
+    /// in one transaction).
+    pub async fn logout(
+        conn: &mut DB::Connection,
+        session_id: i64,
+        user_id: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(session_id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM push_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Swaps the session whose refresh key hashes to `refresh_hash` for
+    /// `next`, given that session's user (run in one transaction). `None`,
+    /// with nothing written, when no live session has that key.
+    pub async fn rotate_session(
+        conn: &mut DB::Connection,
+        refresh_hash: &str,
+        now: i64,
+        next: &NewSession,
+    ) -> Result<Option<NewSession>, sqlx::Error> {
+        let user_id: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM sessions WHERE refresh_hash = $1 \
+             AND refresh_expires_at > $2 RETURNING user_id",
+        )
+        .bind(refresh_hash)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(user_id) = user_id else {
+            return Ok(None);
+        };
+        let session = NewSession {
+            user_id,
+            ..next.clone()
+        };
+        Self::insert_session(conn, &session).await?;
+        Ok(Some(session))
+    }
+
+    /// Deletes sessions whose refresh key has expired; how many.
+    pub async fn purge_expired_sessions(
+        conn: &mut DB::Connection,
+        now: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM sessions WHERE refresh_expires_at <= $1")
+            .bind(now)
+            .execute(conn)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// The rows of the session's user, in one query: `None` when no
+    /// unexpired session has that token hash.
+    pub async fn session_push_tokens(
+        conn: &mut DB::Connection,
+        family: Family,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<Vec<PushTokenRow>>, sqlx::Error> {
+        let found: Vec<SessionTokenRow> = sqlx::query_as(&format!(
+            "SELECT s.user_id AS owner, {SESSION_ROW_COLUMNS} FROM sessions s \
+             LEFT JOIN push_tokens p ON p.user_id = s.user_id AND p.family = $2 \
+             WHERE s.token_hash = $1 AND s.expires_at > $3 ORDER BY p.serial"
+        ))
+        .bind(token_hash)
+        .bind(family.as_str())
+        .bind(now)
+        .fetch_all(conn)
+        .await?;
+        Ok(SessionTokenRow::collect(found))
+    }
+
+    /// `POST {base}` (run in one transaction): updates the caller's row
+    /// holding the token, or creates one at the caller's next serial.
+    /// `None`, with nothing written, when the token is new to the caller and
+    /// every serial up to the largest int64 is taken.
+    pub async fn post_row(
+        conn: &mut DB::Connection,
+        write: &PushTokenWrite,
+    ) -> Result<Option<Written>, sqlx::Error> {
+        DB::lock_family(conn, write.family, write.user_id).await?;
+        // The caller's row holding the token, and the caller's highest serial.
+        let (held, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT serial FROM push_tokens \
+                     WHERE family = $1 AND push_token = $2 AND user_id = $3), \
+                    (SELECT MAX(serial) FROM push_tokens \
+                     WHERE user_id = $3 AND family = $1)",
+        )
+        .bind(write.family.as_str())
+        .bind(write.input.push_token.as_str())
+        .bind(write.user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let serial = match (held, highest) {
+            (Some(serial), _) => serial,
+            (None, None) => 1,
+            (None, Some(n)) => match n.checked_add(1) {
+                Some(next) => next,
+                None => return Ok(None),
+            },
+        };
+        DB::release_token(conn, write, serial).await?;
+        if held.is_some() {
+            let row = Self::update_row(conn, write, serial).await?;
+            row.map(|row| Some(Written::Updated(row)))
+                .ok_or(sqlx::Error::RowNotFound)
+        } else {
+            let row = Self::insert_row(conn, write, serial).await?;
+            Ok(Some(Written::Created(row)))
+        }
+    }
+
+    /// `PUT {base}/{serial}` (run in one transaction): the token leaves any
+    /// other row that holds it (the caller's at another serial, a move, or
+    /// another user's, a takeover), then the row at `serial` is updated, or
+    /// created.
+    pub async fn put_row(
+        conn: &mut DB::Connection,
+        write: &PushTokenWrite,
+        serial: i64,
+    ) -> Result<Written, sqlx::Error> {
+        DB::lock_family(conn, write.family, write.user_id).await?;
+        DB::release_token(conn, write, serial).await?;
+        match Self::update_row(conn, write, serial).await? {
+            Some(row) => Ok(Written::Updated(row)),
+            None => Ok(Written::Created(
+                Self::insert_row(conn, write, serial).await?,
+            )),
+        }
+    }
+
+    /// Updates the row at `serial` (absent optional fields keep their
+    /// stored values); `None` when there is none.
+    async fn update_row(
+        conn: &mut DB::Connection,
+        write: &PushTokenWrite,
+        serial: i64,
+    ) -> Result<Option<PushTokenRow>, sqlx::Error> {
+        let input = &write.input;
+        sqlx::query_as(&update_row_sql(DB::UPDATE_ROW))
+            .bind(input.push_token.as_str())
+            .bind(input.language.as_str())
+            .bind(input.dev)
+            .bind(input.bundleid.as_deref())
+            .bind(input.os.as_deref())
+            .bind(input.os_token.as_deref())
+            .bind(input.push_platform.as_deref())
+            .bind(input.phone_model.as_deref())
+            .bind(write.now)
+            .bind(write.user_id)
+            .bind(write.family.as_str())
+            .bind(serial)
+            .fetch_optional(conn)
+            .await
+    }
+
+    /// Inserts the row at `serial`; absent optional fields take their
+    /// defaults.
+    async fn insert_row(
+        conn: &mut DB::Connection,
+        write: &PushTokenWrite,
+        serial: i64,
+    ) -> Result<PushTokenRow, sqlx::Error> {
+        let input = &write.input;
+        sqlx::query_as(&insert_row_sql(DB::INSERT_ROW))
+            .bind(write.user_id)
+            .bind(write.family.as_str())
+            .bind(serial)
+            .bind(input.push_token.as_str())
+            .bind(input.language.as_str())
+            .bind(input.dev.unwrap_or(0))
+            .bind(input.bundleid.as_deref().unwrap_or(&write.default_bundleid))
+            .bind(input.os.as_deref().unwrap_or(""))
+            .bind(input.os_token.as_deref().unwrap_or(""))
+            .bind(input.push_platform.as_deref().unwrap_or(""))
+            .bind(input.phone_model.as_deref().unwrap_or(""))
+            .bind(write.now)
+            .fetch_one(conn)
+            .await
+    }
+
+    /// `DELETE {base}/{serial}`: whether there was such a row.
+    pub async fn delete_push_token(
+        conn: &mut DB::Connection,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(DELETE_ONE)
+            .bind(user_id)
+            .bind(family.as_str())
+            .bind(serial)
+            .execute(conn)
+            .await?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    /// `DELETE {base}`: how many rows there were.
+    pub async fn delete_all_push_tokens(
+        conn: &mut DB::Connection,
+        family: Family,
+        user_id: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(DELETE_FAMILY)
+            .bind(user_id)
+            .bind(family.as_str())
+            .execute(conn)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// How many push tokens each family holds (families with none omitted).
+    pub async fn count_push_tokens(
+        conn: &mut DB::Connection,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as("SELECT family, COUNT(*) FROM push_tokens GROUP BY family")
+            .fetch_all(conn)
+            .await
+    }
+
+    /// How many sessions have not expired.
+    pub async fn count_active_sessions(
+        conn: &mut DB::Connection,
+        now: i64,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
+            .bind(now)
+            .fetch_one(conn)
+            .await
+    }
 }
 
 /// One result row of a session joined to its user's push tokens: the token
@@ -97,15 +461,15 @@ pub(super) struct SessionTokenRow {
 impl SessionTokenRow {
     /// The push tokens of the result, or `None` when it has no row (no
     /// live session).
-    pub(super) fn collect(found: Vec<SessionTokenRow>) -> Option<Vec<super::PushTokenRow>> {
+    fn collect(found: Vec<SessionTokenRow>) -> Option<Vec<PushTokenRow>> {
         if found.is_empty() {
             return None;
         }
         Some(found.into_iter().filter_map(SessionTokenRow::row).collect())
     }
 
-    fn row(self) -> Option<super::PushTokenRow> {
-        Some(super::PushTokenRow {
+    fn row(self) -> Option<PushTokenRow> {
+        Some(PushTokenRow {
             user_id: self.owner,
             serial: self.serial?,
             push_token: self.push_token?,
@@ -122,351 +486,109 @@ impl SessionTokenRow {
     }
 }
 
-/// A write function for a backend's `write`: `job!(conn, a, b => body)`
-/// clones the shared arguments `a` and `b` (`Arc`s or copies) into each run
-/// of `body`, which may use `conn`.
-macro_rules! job {
-    ($conn:ident $(, $arg:ident)* => $body:expr) => {
-        move |$conn| {
-            $(let $arg = $arg.clone();)*
-            Box::pin(async move { $body })
-        }
-    };
+/// What differs between the two SQL dialects, for the queries above.
+pub(super) trait Dialect: sqlx::Database {
+    /// The verb that updates a push-token row.
+    const UPDATE_ROW: &'static str;
+    /// The verb that inserts a push-token row.
+    const INSERT_ROW: &'static str;
+
+    /// Frees the write's push token from every row of its family that
+    /// holds it, but the caller's row at `serial`, before that row is
+    /// stored.
+    fn release_token<'c>(
+        conn: &'c mut Self::Connection,
+        write: &'c PushTokenWrite,
+        serial: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
+
+    /// Makes the writes to one user's family wait for each other until the
+    /// transaction ends, so concurrent POSTs read the highest serial one
+    /// after another instead of colliding.
+    fn lock_family(
+        conn: &mut Self::Connection,
+        family: Family,
+        user_id: i64,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + '_;
+
+    /// Rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
 }
 
-macro_rules! queries {
-    ($db:ty) => {
-        pub async fn ping(&self) -> StoreResult<()> {
-            sqlx::query("SELECT 1").execute(&mut *self.reader().await?).await?;
-            Ok(())
-        }
+impl Dialect for Sqlite {
+    /// `OR REPLACE`: a row clashing on `UNIQUE (family, push_token)` is
+    /// deleted by the statement that stores the token (no trigger or
+    /// foreign key refers to `push_tokens`, so nothing else is touched).
+    const UPDATE_ROW: &'static str = "UPDATE OR REPLACE";
+    const INSERT_ROW: &'static str = "INSERT OR REPLACE";
 
-        pub async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
-            let user = Arc::new(user);
-            self.write_one(job!(conn, user => Self::insert_user(conn, &user, now).await))
-                .await?
-                .map_err(StoreError::Conflict)
-        }
+    /// Nothing: the statement storing the row replaces the holder.
+    async fn release_token(
+        _: &mut sqlx::SqliteConnection,
+        _: &PushTokenWrite,
+        _: i64,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 
-        /// The new user's id, or the field whose value is taken.
-        async fn insert_user(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            user: &NewUser,
-            now: i64,
-        ) -> Result<Result<i64, &'static str>, sqlx::Error> {
-            let inserted = sqlx::query_scalar(
-                "INSERT INTO users (username, password_hash, email, phone, realm, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(&user.username)
-            .bind(&user.password_hash)
-            .bind(&user.email)
-            .bind(&user.phone)
-            .bind(&user.realm)
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await;
-            match inserted {
-                Ok(id) => Ok(Ok(id)),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    Ok(Err(Self::taken_field(conn, user).await?))
-                }
-                Err(e) => Err(e),
-            }
-        }
+    /// Nothing: every write runs on the one write connection, one after
+    /// another.
+    async fn lock_family(
+        _: &mut sqlx::SqliteConnection,
+        _: Family,
+        _: i64,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 
-        /// Which of a new user's unique values is already taken.
-        async fn taken_field(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            user: &NewUser,
-        ) -> Result<&'static str, sqlx::Error> {
-            let (username, email, phone): (bool, bool, bool) = sqlx::query_as(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE username = $1), \
-                        EXISTS (SELECT 1 FROM users WHERE email = $2), \
-                        EXISTS (SELECT 1 FROM users WHERE phone = $3)",
-            )
-            .bind(&user.username)
-            .bind(&user.email)
-            .bind(&user.phone)
-            .fetch_one(&mut *conn)
-            .await?;
-            Ok(if username || !(email || phone) {
-                "username"
-            } else if email {
-                "email"
-            } else {
-                "phone"
-            })
-        }
-
-        pub async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
-            Ok(sqlx::query_as(
-                "SELECT id, password_hash FROM users WHERE username = $1 \
-                 UNION ALL SELECT id, password_hash FROM users WHERE email = $1 \
-                 UNION ALL SELECT id, password_hash FROM users WHERE phone = $1 LIMIT 1",
-            )
-            .bind(login)
-            .fetch_optional(&mut *self.reader().await?)
-            .await?)
-        }
-
-        pub async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
-            Ok(sqlx::query_as(
-                "SELECT id, username, email, phone, created_at FROM users ORDER BY id",
-            )
-            .fetch_all(&mut *self.reader().await?)
-            .await?)
-        }
-
-        pub async fn create_session(&self, session: NewSession) -> StoreResult<()> {
-            let session = Arc::new(session);
-            Ok(self
-                .write_one(job!(conn, session => Self::insert_session(conn, &session).await))
-                .await?)
-        }
-
-        async fn insert_session(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            session: &NewSession,
-        ) -> Result<(), sqlx::Error> {
-            sqlx::query(
-                "INSERT INTO sessions \
-                 (user_id, token_hash, refresh_hash, created_at, expires_at, refresh_expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(session.user_id)
-            .bind(&session.token_hash)
-            .bind(&session.refresh_hash)
-            .bind(session.created_at)
-            .bind(session.expires_at)
-            .bind(session.refresh_expires_at)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-
-        pub async fn session_user(
-            &self,
-            token_hash: &str,
-            now: i64,
-        ) -> StoreResult<Option<SessionUser>> {
-            Ok(sqlx::query_as(
-                "SELECT s.id AS session_id, s.user_id, u.username FROM sessions s \
-                 JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
-            )
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(&mut *self.reader().await?)
-            .await?)
-        }
-
-        pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
-            let (session_id, user_id) = (session.session_id, session.user_id);
-            Ok(self
-                .write(job!(conn => {
-                    sqlx::query("DELETE FROM sessions WHERE id = $1")
-                        .bind(session_id)
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("DELETE FROM push_tokens WHERE user_id = $1")
-                        .bind(user_id)
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                }))
-                .await?)
-        }
-
-        pub async fn rotate_session(
-            &self,
-            refresh_hash: &str,
-            now: i64,
-            next: NewSession,
-        ) -> StoreResult<Option<NewSession>> {
-            let refresh_hash: Arc<str> = refresh_hash.into();
-            let next = Arc::new(next);
-            Ok(self
-                .write(job!(conn, refresh_hash, next => {
-                    let user_id: Option<i64> = sqlx::query_scalar(
-                        "DELETE FROM sessions WHERE refresh_hash = $1 \
-                         AND refresh_expires_at > $2 RETURNING user_id",
-                    )
-                    .bind(&*refresh_hash)
-                    .bind(now)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    let Some(user_id) = user_id else {
-                        return Ok(None);
-                    };
-                    let session = NewSession { user_id, ..NewSession::clone(&next) };
-                    Self::insert_session(conn, &session).await?;
-                    Ok(Some(session))
-                }))
-                .await?)
-        }
-
-        pub async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-            Ok(self
-                .write_one(job!(conn => {
-                    Ok(sqlx::query("DELETE FROM sessions WHERE refresh_expires_at <= $1")
-                        .bind(now)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected())
-                }))
-                .await?)
-        }
-
-        /// The rows of the session's user, in one query: `None` when no
-        /// unexpired session has that token hash.
-        pub async fn session_push_tokens(
-            &self,
-            family: Family,
-            token_hash: &str,
-            now: i64,
-        ) -> StoreResult<Option<Vec<PushTokenRow>>> {
-            let found: Vec<SessionTokenRow> = sqlx::query_as(&format!(
-                "SELECT s.user_id AS owner, {SESSION_ROW_COLUMNS} FROM sessions s \
-                 LEFT JOIN push_tokens p ON p.user_id = s.user_id AND p.family = $2 \
-                 WHERE s.token_hash = $1 AND s.expires_at > $3 ORDER BY p.serial"
-            ))
-            .bind(token_hash)
-            .bind(family.as_str())
-            .bind(now)
-            .fetch_all(&mut *self.reader().await?)
-            .await?;
-            Ok(SessionTokenRow::collect(found))
-        }
-
-        pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
-            let write = Arc::new(write);
-            self.write(job!(conn, write => Self::post_row(conn, &write).await))
-                .await?
-                .ok_or(StoreError::Conflict("serial"))
-        }
-
-        /// `None`, with nothing written, when the token is new to the
-        /// caller and every serial up to the largest int64 is taken.
-        async fn post_row(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            write: &PushTokenWrite,
-        ) -> Result<Option<Written>, sqlx::Error> {
-            Self::lock_family(conn, write.family, write.user_id).await?;
-            // The caller's row holding the token, and the caller's highest
-            // serial (the DELETE below touches only other users' rows).
-            let (held, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
-                "SELECT (SELECT serial FROM push_tokens \
-                         WHERE family = $1 AND push_token = $2 AND user_id = $3), \
-                        (SELECT MAX(serial) FROM push_tokens \
-                         WHERE user_id = $3 AND family = $1)",
-            )
-            .bind(write.family.as_str())
-            .bind(&write.input.push_token)
-            .bind(write.user_id)
-            .fetch_one(&mut *conn)
-            .await?;
-            // (serial, whether the caller's row there is updated)
-            let (serial, update) = match (held, highest) {
-                (Some(serial), _) => (serial, true),
-                (None, None) => (1, false),
-                (None, Some(n)) => match n.checked_add(1) {
-                    Some(next) => (next, false),
-                    None => return Ok(None),
-                },
-            };
-            if !Self::REPLACES_TOKEN_HOLDER {
-                sqlx::query(
-                    "DELETE FROM push_tokens \
-                     WHERE family = $1 AND push_token = $2 AND user_id <> $3",
-                )
-                .bind(write.family.as_str())
-                .bind(&write.input.push_token)
-                .bind(write.user_id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            if update {
-                let row = Self::update_row(conn, write, serial).await?;
-                row.map(|row| Some(Written::Updated(row)))
-                    .ok_or(sqlx::Error::RowNotFound)
-            } else {
-                let row = Self::insert_row(conn, write, serial).await?;
-                Ok(Some(Written::Created(row)))
-            }
-        }
-
-        /// Updates the row at `serial` (absent optional fields keep their
-        /// stored values); `None` when there is none.
-        async fn update_row(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            write: &PushTokenWrite,
-            serial: i64,
-        ) -> Result<Option<PushTokenRow>, sqlx::Error> {
-            let input = &write.input;
-            sqlx::query_as(&update_row_sql(Self::UPDATE_ROW))
-            .bind(&input.push_token)
-            .bind(&input.language)
-            .bind(input.dev)
-            .bind(&input.bundleid)
-            .bind(&input.os)
-            .bind(&input.os_token)
-            .bind(&input.push_platform)
-            .bind(&input.phone_model)
-            .bind(write.now)
-            .bind(write.user_id)
-            .bind(write.family.as_str())
-            .bind(serial)
-            .fetch_optional(&mut *conn)
-            .await
-        }
-
-        /// Inserts the row at `serial`; absent optional fields take their
-        /// defaults.
-        async fn insert_row(
-            conn: &mut <$db as sqlx::Database>::Connection,
-            write: &PushTokenWrite,
-            serial: i64,
-        ) -> Result<PushTokenRow, sqlx::Error> {
-            let input = &write.input;
-            sqlx::query_as(&format!(
-                "{INSERT} INTO push_tokens (user_id, family, serial, push_token, language, dev, \
-                 bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
-                 RETURNING {ROW_COLUMNS}",
-                INSERT = Self::INSERT_ROW,
-            ))
-            .bind(write.user_id)
-            .bind(write.family.as_str())
-            .bind(serial)
-            .bind(&input.push_token)
-            .bind(&input.language)
-            .bind(input.dev.unwrap_or(0))
-            .bind(input.bundleid.as_deref().unwrap_or(&write.default_bundleid))
-            .bind(input.os.as_deref().unwrap_or(""))
-            .bind(input.os_token.as_deref().unwrap_or(""))
-            .bind(input.push_platform.as_deref().unwrap_or(""))
-            .bind(input.phone_model.as_deref().unwrap_or(""))
-            .bind(write.now)
-            .fetch_one(&mut *conn)
-            .await
-        }
-
-        /// How many push tokens each family holds.
-        pub async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
-            Ok(sqlx::query_as("SELECT family, COUNT(*) FROM push_tokens GROUP BY family")
-                .fetch_all(&mut *self.reader().await?)
-                .await?)
-        }
-
-        /// How many sessions have not expired.
-        pub async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
-            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE expires_at > $1")
-                .bind(now)
-                .fetch_one(&mut *self.reader().await?)
-                .await?)
-        }
-    };
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
-pub(super) use job;
-pub(super) use queries;
+impl Dialect for Postgres {
+    const UPDATE_ROW: &'static str = "UPDATE";
+    const INSERT_ROW: &'static str = "INSERT";
+
+    /// A DELETE of its own: PostgreSQL has no `OR REPLACE`.
+    async fn release_token(
+        conn: &mut sqlx::PgConnection,
+        write: &PushTokenWrite,
+        serial: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
+             AND NOT (user_id = $3 AND serial = $4)",
+        )
+        .bind(write.family.as_str())
+        .bind(write.input.push_token.as_str())
+        .bind(write.user_id)
+        .bind(serial)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// A transaction-scoped advisory lock. (Lock keys: `user_id * 2 +
+    /// family`, distinct for every user id below 2^62; pushtoken takes no
+    /// other advisory locks.)
+    async fn lock_family(
+        conn: &mut sqlx::PgConnection,
+        family: Family,
+        user_id: i64,
+    ) -> Result<(), sqlx::Error> {
+        let family = match family {
+            Family::Ring => 0,
+            Family::Message => 1,
+        };
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(user_id.wrapping_mul(2).wrapping_add(family))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}

@@ -1,25 +1,25 @@
 //! The SQLite backend: one file in WAL mode; reads on a small pool of
 //! connections (`readers.rs`), writes through one writer, on a thread of
-//! its own, that commits them in batches (`writer.rs`). `PUT` and the
-//! deletes are fixed statements, which the writer runs many to a command.
+//! its own, that commits them in batches (`writer/`). `PUT` and the
+//! deletes are fixed statements, which the writer runs many to a command;
+//! the other queries are the shared ones of `queries.rs`.
 
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
-use futures_util::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite, SqliteConnection};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite};
 
-use super::queries::{
-    job, queries, update_row_sql, SessionTokenRow, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS,
-    SESSION_ROW_COLUMNS,
-};
+use super::queries::{update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS};
 use super::readers::{Reader, Readers};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Credentials, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow, PushTokenWrite,
-    SessionUser, StoreError, StoreResult, UserSummary, Written,
+    Credentials, Database, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow,
+    PushTokenWrite, SessionUser, StoreError, StoreResult, UserSummary, Written,
 };
+
+type Q = Queries<Sqlite>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -30,13 +30,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// `OR REPLACE`: a row clashing on `UNIQUE (family, push_token)` is
-    /// deleted by the statement that stores the token (no trigger or
-    /// foreign key refers to `push_tokens`, so nothing else is touched).
-    const UPDATE_ROW: &str = "UPDATE OR REPLACE";
-    const INSERT_ROW: &str = "INSERT OR REPLACE";
-    const REPLACES_TOKEN_HOLDER: bool = true;
-
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -72,22 +65,15 @@ impl SqliteStore {
     async fn reader(&self) -> Result<Reader, sqlx::Error> {
         self.readers.acquire().await
     }
+}
 
-    pub fn pool_stats(&self) -> PoolStats {
-        self.readers.stats()
+#[async_trait]
+impl Database for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 
-    /// Committed write batches and the writes they held.
-    pub fn write_batches(&self) -> (u64, u64) {
-        self.writer.committed()
-    }
-
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.readers.close().await;
-    }
-
-    pub async fn migrate(&self) -> anyhow::Result<()> {
+    async fn migrate(&self) -> anyhow::Result<()> {
         let mut conn = self.reader().await?;
         // `run_direct`: `run` on a `&mut` connection hits sqlx's "Acquire is
         // not general enough" inside a spawned future.
@@ -95,38 +81,100 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Runs `job` in the writer's next batch: a transaction of its own
-    /// within the batch's.
-    async fn write<T, F>(&self, job: F) -> Result<T, sqlx::Error>
-    where
-        T: Send + 'static,
-        F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
-    {
-        self.writer.write(job).await
+    async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
     }
 
-    /// A single statement: the same as [`Self::write`] here.
-    async fn write_one<T, F>(&self, job: F) -> Result<T, sqlx::Error>
-    where
-        T: Send + 'static,
-        F: for<'c> FnMut(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send
-            + 'static,
-    {
-        self.writer.write(job).await
+    fn pool_stats(&self) -> PoolStats {
+        self.readers.stats()
     }
 
-    /// Nothing to do: all writes run one after another on the writer.
-    async fn lock_family(_: &mut SqliteConnection, _: Family, _: i64) -> Result<(), sqlx::Error> {
-        Ok(())
+    fn write_batches(&self) -> Option<(u64, u64)> {
+        Some(self.writer.committed())
     }
 
-    /// `PUT`: updates the row at `serial`, or creates it, in two fixed
-    /// statements (see [`PUT`]).
-    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
-        let bind = move |args: &mut sqlx::sqlite::SqliteArguments<'static>| {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(Q::ping(&mut *self.reader().await?).await?)
+    }
+
+    async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
+        let user = Arc::new(user);
+        self.writer
+            .write(move |conn| {
+                let user = user.clone();
+                Box::pin(async move { Q::insert_user(conn, &user, now).await })
+            })
+            .await?
+            .map_err(StoreError::Conflict)
+    }
+
+    async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
+        Ok(Q::find_credentials(&mut *self.reader().await?, login).await?)
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserSummary>> {
+        Ok(Q::list_users(&mut *self.reader().await?).await?)
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        let session = Arc::new(session);
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let session = session.clone();
+                Box::pin(async move { Q::insert_session(conn, &session).await })
+            })
+            .await?)
+    }
+
+    async fn session_user(&self, token_hash: &str, now: i64) -> StoreResult<Option<SessionUser>> {
+        Ok(Q::session_user(&mut *self.reader().await?, token_hash, now).await?)
+    }
+
+    async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
+        let (session_id, user_id) = (session.session_id, session.user_id);
+        Ok(self
+            .writer
+            .write(move |conn| Box::pin(Q::logout(conn, session_id, user_id)))
+            .await?)
+    }
+
+    async fn rotate_session(
+        &self,
+        refresh_hash: &str,
+        now: i64,
+        next: NewSession,
+    ) -> StoreResult<Option<NewSession>> {
+        let (refresh_hash, next): (Arc<str>, _) = (refresh_hash.into(), Arc::new(next));
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let (refresh_hash, next) = (refresh_hash.clone(), next.clone());
+                Box::pin(async move { Q::rotate_session(conn, &refresh_hash, now, &next).await })
+            })
+            .await?)
+    }
+
+    async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        Ok(self
+            .writer
+            .write(move |conn| Box::pin(Q::purge_expired_sessions(conn, now)))
+            .await?)
+    }
+
+    async fn session_push_tokens(
+        &self,
+        family: Family,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<PushTokenRow>>> {
+        Ok(Q::session_push_tokens(&mut *self.reader().await?, family, token_hash, now).await?)
+    }
+
+    /// Two fixed statements (see [`PUT`]).
+    async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
+        let bind = move |args: &mut SqliteArguments<'static>| {
             let input = &write.input;
             args.add(input.push_token.clone())?;
             args.add(input.language.clone())?;
@@ -148,13 +196,24 @@ impl SqliteStore {
             .await?)
     }
 
-    pub async fn delete_push_token(
+    async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
+        let write = Arc::new(write);
+        self.writer
+            .write(move |conn| {
+                let write = write.clone();
+                Box::pin(async move { Q::post_row(conn, &write).await })
+            })
+            .await?
+            .ok_or(StoreError::Conflict("serial"))
+    }
+
+    async fn delete_push_token(
         &self,
         family: Family,
         user_id: i64,
         serial: i64,
     ) -> StoreResult<bool> {
-        let bind = move |args: &mut sqlx::sqlite::SqliteArguments<'static>| {
+        let bind = move |args: &mut SqliteArguments<'static>| {
             args.add(user_id)?;
             args.add(family.as_str())?;
             args.add(serial)
@@ -166,8 +225,8 @@ impl SqliteStore {
             .await?)
     }
 
-    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
-        let bind = move |args: &mut sqlx::sqlite::SqliteArguments<'static>| {
+    async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
+        let bind = move |args: &mut SqliteArguments<'static>| {
             args.add(user_id)?;
             args.add(family.as_str())
         };
@@ -178,46 +237,44 @@ impl SqliteStore {
             .await?)
     }
 
-    queries!(Sqlite);
+    async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
+        Ok(Q::count_push_tokens(&mut *self.reader().await?).await?)
+    }
+
+    async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
+        Ok(Q::count_active_sessions(&mut *self.reader().await?, now).await?)
+    }
 }
 
 /// `PUT`'s statements: the row at the serial is updated (absent optional
 /// fields keep their stored values; see [`update_row_sql`]); if there was
-/// none, it is inserted (absent optional fields take their defaults). `OR REPLACE` deletes the
-/// row that held the token before, in the same statement. Arguments: the
+/// none, it is inserted (absent optional fields take their defaults).
+/// `OR REPLACE` deletes the row that held the token before, in the same
+/// statement. (The shared `Queries::put_row`, which PostgreSQL runs, does
+/// the same in a function write, three round trips instead of none.) Arguments: the
 /// token, language, dev, bundleid, os, os_token, push_platform,
 /// phone_model (`NULL` when absent), now, user id, family, serial and the
 /// default bundleid.
-static PUT: LazyLock<Statements> = LazyLock::new(|| Statements {
-    name: "put",
-    sql: format!(
+static PUT: LazyLock<Statements> = LazyLock::new(|| {
+    let sql = format!(
         "{update}; \
-         INSERT OR REPLACE INTO push_tokens (user_id, family, serial, push_token, language, \
+         {insert} INTO push_tokens (user_id, family, serial, push_token, language, \
          dev, bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
          SELECT $10, $11, $12, $1, $2, COALESCE($3, 0), COALESCE($4, $13), COALESCE($5, ''), \
          COALESCE($6, ''), COALESCE($7, ''), COALESCE($8, ''), $9, $9 \
          WHERE NOT EXISTS (SELECT 1 FROM push_tokens \
                            WHERE user_id = $10 AND family = $11 AND serial = $12) \
          RETURNING {ROW_COLUMNS}",
-        update = update_row_sql(SqliteStore::UPDATE_ROW),
-    ),
-    params: 13,
-    statements: 2,
+        update = update_row_sql(Sqlite::UPDATE_ROW),
+        insert = Sqlite::INSERT_ROW,
+    );
+    Statements::new("put", &sql)
 });
 
-static DELETE_AT: LazyLock<Statements> = LazyLock::new(|| Statements {
-    name: "delete-at",
-    sql: DELETE_ONE.to_owned(),
-    params: 3,
-    statements: 1,
-});
+static DELETE_AT: LazyLock<Statements> = LazyLock::new(|| Statements::new("delete-at", DELETE_ONE));
 
-static DELETE_ALL: LazyLock<Statements> = LazyLock::new(|| Statements {
-    name: "delete-all",
-    sql: DELETE_FAMILY.to_owned(),
-    params: 2,
-    statements: 1,
-});
+static DELETE_ALL: LazyLock<Statements> =
+    LazyLock::new(|| Statements::new("delete-all", DELETE_FAMILY));
 
 /// Rows the statements changed.
 fn changes(outcomes: &[Outcome]) -> u64 {

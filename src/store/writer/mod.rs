@@ -4,12 +4,12 @@
 //! transaction, so one WAL sync (`synchronous=FULL`) makes a whole batch
 //! durable instead of one write each.
 //!
-//! A write is either fixed statements ([`Statements`]; `PUT` and the
-//! deletes are) or a function of the connection (the others, whose later
-//! statements depend on earlier results). The writer runs a batch's fixed
-//! writes of one kind as one command of many statements, which sqlx's
-//! connection thread runs back to back, instead of a round trip to that
-//! thread for every statement; the functions run one after another.
+//! Its interface is [`Writer`]: `start` it on a connection, then `write` a
+//! function of the connection (for writes whose later statements depend on
+//! earlier results) or `write_statements` of a fixed kind ([`Statements`];
+//! `PUT` and the deletes are), `committed` for the counts, `close` to
+//! finish. Fixed writes of one kind run many to a command (`fixed.rs`, the
+//! only code that knows how); the functions run one after another.
 //!
 //! A write that fails rolls its batch back, is answered with its error, and
 //! the batch runs again without it, so each write lands whole or not at all
@@ -19,85 +19,30 @@
 //! dropped unrun, and its caller gets a 503: a refused write never lands
 //! later.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
+mod fixed;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::StreamExt;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Either, Executor, SqliteConnection};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Executor, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+use fixed::{Fixed, Grouping, Runner, MAX_CHUNK};
+pub use fixed::{Outcome, Statements};
 
 /// Most writes one transaction takes.
 const MAX_BATCH: usize = 256;
 /// Writes that may wait for the writer; senders beyond wait for room.
 const QUEUE: usize = 4096;
-/// Most writes of one kind in one command. Commands hold a power of two of
-/// them, so a kind has at most five texts (1 to 16 writes) to prepare and
-/// keep in the connection's statement cache (32 cost 2 MiB more for no
-/// measurable gain).
-const MAX_CHUNK: usize = 16;
 /// Rows and statement results the connection's thread may queue for the
 /// writer without waiting for it: a whole command's worth.
 pub const ROW_BUFFER: usize = 1024;
-
-/// A kind of write made of fixed statements: the same SQL every time, with
-/// the write's own arguments. Its placeholders are `$1` to `$params`, in
-/// every statement of it.
-#[derive(Debug)]
-pub struct Statements {
-    /// Names the kind among the writer's commands (unique per kind).
-    pub name: &'static str,
-    /// The statements, separated by `;`.
-    pub sql: String,
-    pub params: usize,
-    /// How many statements `sql` holds.
-    pub statements: usize,
-}
-
-impl Statements {
-    /// The command running `writes` writes of this kind, each with its own
-    /// placeholders: the `k`-th write's `$n` is `$(k * params + n)`.
-    fn command(&self, writes: usize) -> String {
-        let one = self.sql.trim().trim_end_matches(';');
-        let mut command = String::with_capacity((one.len() + 8) * writes);
-        for k in 0..writes {
-            if k > 0 {
-                command.push_str(";\n");
-            }
-            renumber(&mut command, one, k * self.params);
-        }
-        command
-    }
-}
-
-/// Appends `sql` to `out` with every `$n` placeholder raised by `offset`.
-fn renumber(out: &mut String, sql: &str, offset: usize) {
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if let Ok(n) = rest[..digits].parse::<usize>() {
-            let _ = write!(out, "{}", n + offset);
-            rest = &rest[digits..];
-        }
-    }
-    out.push_str(rest);
-}
-
-/// What one statement of a [`Statements`] write gave: its rows and the rows
-/// it changed.
-pub struct Outcome {
-    pub rows: Vec<SqliteRow>,
-    pub changes: u64,
-}
 
 /// A caller's answer, once its write ran (or could not).
 struct Reply<T> {
@@ -158,13 +103,9 @@ where
     }
 }
 
-/// A queued write of fixed statements.
-trait Fixed: Send {
-    fn kind(&self) -> &'static Statements;
-    /// Adds the write's arguments, `params` of them.
-    fn bind(&self, args: &mut SqliteArguments<'static>) -> Result<(), BoxDynError>;
-    /// Takes what the statements gave; whether the write succeeded.
-    fn done(&mut self, outcome: Result<Vec<Outcome>, sqlx::Error>) -> bool;
+/// A queued write of fixed statements, answered once its batch is
+/// committed (or has failed).
+trait QueuedFixed: Fixed {
     fn answer(self: Box<Self>, commit: Option<&sqlx::Error>);
 }
 
@@ -194,7 +135,13 @@ where
         self.reply.outcome = Some(outcome);
         ok
     }
+}
 
+impl<T, B> QueuedFixed for FixedWrite<T, B>
+where
+    T: Send + 'static,
+    B: Fn(&mut SqliteArguments<'static>) -> Result<(), BoxDynError> + Send + 'static,
+{
     fn answer(self: Box<Self>, commit: Option<&sqlx::Error>) {
         self.reply.send(commit);
     }
@@ -202,7 +149,7 @@ where
 
 enum Job {
     Run(Box<dyn Queued>),
-    Fixed(Box<dyn Fixed>),
+    Fixed(Box<dyn QueuedFixed>),
 }
 
 impl Job {
@@ -210,13 +157,6 @@ impl Job {
         match self {
             Job::Run(job) => job.answer(commit),
             Job::Fixed(job) => job.answer(commit),
-        }
-    }
-
-    fn fixed(&mut self) -> &mut dyn Fixed {
-        match self {
-            Job::Fixed(job) => job.as_mut(),
-            Job::Run(_) => unreachable!("only fixed writes are grouped into commands"),
         }
     }
 }
@@ -255,6 +195,14 @@ impl Writer {
     /// answer would queue it behind them; on its own thread it goes on at
     /// once, so a batch takes as long as its statements do.
     pub fn start(conn: SqliteConnection, wait: Duration) -> std::io::Result<Self> {
+        Self::start_grouped(conn, wait, Grouping::Commands)
+    }
+
+    fn start_grouped(
+        conn: SqliteConnection,
+        wait: Duration,
+        grouping: Grouping,
+    ) -> std::io::Result<Self> {
         let (queue, messages) = mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -263,7 +211,7 @@ impl Writer {
         let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("pushtoken-writer".into())
-            .spawn(move || runtime.block_on(run(conn, messages, writer_stats)))?;
+            .spawn(move || runtime.block_on(run(conn, messages, writer_stats, grouping)))?;
         Ok(Self { queue, wait, stats })
     }
 
@@ -351,10 +299,15 @@ fn not_committed(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(format!("commit failed: {e}")))
 }
 
-async fn run(mut conn: SqliteConnection, mut messages: mpsc::Receiver<Message>, stats: Arc<Stats>) {
+async fn run(
+    mut conn: SqliteConnection,
+    mut messages: mpsc::Receiver<Message>,
+    stats: Arc<Stats>,
+    grouping: Grouping,
+) {
     let mut received = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut commands = Commands::default();
+    let mut fixed = Runner::new(grouping);
     while messages.recv_many(&mut received, MAX_BATCH).await > 0 {
         let now = Instant::now();
         let mut close = None;
@@ -374,7 +327,7 @@ async fn run(mut conn: SqliteConnection, mut messages: mpsc::Receiver<Message>, 
             );
         }
         if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch, &mut commands, &stats).await;
+            commit_batch(&mut conn, &mut batch, &mut fixed, &stats).await;
         }
         if let Some(done) = close {
             messages.close();
@@ -383,12 +336,12 @@ async fn run(mut conn: SqliteConnection, mut messages: mpsc::Receiver<Message>, 
                 if let Message::Write { job, .. } = message {
                     batch.push(job);
                     if batch.len() == MAX_BATCH {
-                        commit_batch(&mut conn, &mut batch, &mut commands, &stats).await;
+                        commit_batch(&mut conn, &mut batch, &mut fixed, &stats).await;
                     }
                 }
             }
             if !batch.is_empty() {
-                commit_batch(&mut conn, &mut batch, &mut commands, &stats).await;
+                commit_batch(&mut conn, &mut batch, &mut fixed, &stats).await;
             }
             if let Err(e) = sqlx::Connection::close(conn).await {
                 tracing::warn!(error = %e, "closing the write connection");
@@ -411,12 +364,12 @@ const MAX_FAILED: usize = 8;
 async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &mut Vec<Job>,
-    commands: &mut Commands,
+    fixed: &mut Runner,
     stats: &Stats,
 ) {
     let mut failed = 0;
     loop {
-        match run_batch(conn, batch, commands).await {
+        match run_batch(conn, batch, fixed).await {
             Ran::Committed => break,
             Ran::NotBegun(e) => {
                 tracing::warn!(error = %e, writes = batch.len(), "could not begin a write batch");
@@ -471,7 +424,8 @@ enum Ran {
 /// One step of a batch: a command running fixed writes of one kind, or a
 /// write that is a function of the connection.
 enum Step {
-    Command(&'static Statements, Vec<usize>),
+    /// Fixed writes of one kind, at these indices (ascending).
+    Fixed(Vec<usize>),
     Run(usize),
 }
 
@@ -485,7 +439,7 @@ fn steps(batch: &[Job]) -> Vec<Step> {
         match job {
             Job::Fixed(job) => {
                 let kind = job.kind();
-                match kinds.iter_mut().find(|(k, _)| k.name == kind.name) {
+                match kinds.iter_mut().find(|(k, _)| k.name() == kind.name()) {
                     Some((_, writes)) => writes.push(i),
                     None => kinds.push((kind, vec![i])),
                 }
@@ -494,11 +448,11 @@ fn steps(batch: &[Job]) -> Vec<Step> {
         }
     }
     let mut steps = Vec::new();
-    for (kind, writes) in kinds {
+    for (_, writes) in kinds {
         let mut rest = &writes[..];
         for n in chunks(writes.len()) {
             let (chunk, after) = rest.split_at(n);
-            steps.push(Step::Command(kind, chunk.to_vec()));
+            steps.push(Step::Fixed(chunk.to_vec()));
             rest = after;
         }
     }
@@ -517,19 +471,27 @@ fn chunks(mut writes: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Runs every write of `batch` in one transaction. (`COMMIT` is never part
-/// of a command: the connection's thread runs a command to its end without
+/// of a fixed writes' command: the connection's thread runs a command to its end without
 /// waiting for the writer, which may yet find that a write failed, and must
 /// then roll back.)
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Job], commands: &mut Commands) -> Ran {
+async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Job], fixed: &mut Runner) -> Ran {
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
         return Ran::NotBegun(e);
     }
     for step in steps(batch) {
         match step {
-            Step::Command(kind, writes) => {
-                let command = commands.get(kind, writes.len());
-                if let Err(i) = run_command(conn, kind, &command, batch, &writes).await {
-                    return Ran::Failed(i);
+            Step::Fixed(at) => {
+                let mut writes: Vec<&mut dyn Fixed> = batch
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| at.binary_search(i).is_ok())
+                    .map(|(_, job)| match job {
+                        Job::Fixed(write) => &mut **write as &mut dyn Fixed,
+                        Job::Run(_) => unreachable!("a step runs writes of its own kind"),
+                    })
+                    .collect();
+                if let Err(k) = fixed.run(conn, &mut writes).await {
+                    return Ran::Failed(at[k]);
                 }
             }
             Step::Run(i) => {
@@ -545,86 +507,6 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut [Job], commands: &mu
     match conn.execute("COMMIT").await {
         Ok(_) => Ran::Committed,
         Err(e) => Ran::NotCommitted(e),
-    }
-}
-
-/// The text of each command run so far, by kind and number of writes.
-#[derive(Default)]
-struct Commands(HashMap<(&'static str, usize), Arc<str>>);
-
-impl Commands {
-    fn get(&mut self, kind: &Statements, writes: usize) -> Arc<str> {
-        self.0
-            .entry((kind.name, writes))
-            .or_insert_with(|| kind.command(writes).into())
-            .clone()
-    }
-}
-
-/// Runs the writes of `batch` at `writes` (all of `kind`) as one command;
-/// the index of the first that failed.
-async fn run_command(
-    conn: &mut SqliteConnection,
-    kind: &Statements,
-    command: &str,
-    batch: &mut [Job],
-    writes: &[usize],
-) -> Result<(), usize> {
-    let mut args = SqliteArguments::default();
-    for &i in writes {
-        if let Err(e) = batch[i].fixed().bind(&mut args) {
-            batch[i].fixed().done(Err(sqlx::Error::Encode(e)));
-            return Err(i);
-        }
-    }
-    // One command of many statements: sqlx's SQLite driver runs them in
-    // turn, binding each `$n` to the n-th argument, and streams each
-    // statement's rows followed by its result. (sqlx 0.8 documents several
-    // statements in one query as SQLite-only and deprecated; the unit
-    // tests below and every PUT and DELETE test hold it to this.)
-    let mut results = conn.fetch_many(sqlx::query_with(command, args));
-    let mut pending = writes.iter().copied().peekable();
-    let mut outcomes = Vec::with_capacity(kind.statements);
-    let mut rows = Vec::new();
-    while let Some(result) = results.next().await {
-        let done = match result {
-            Ok(Either::Right(row)) => {
-                rows.push(row);
-                continue;
-            }
-            Ok(Either::Left(done)) => done,
-            Err(e) => {
-                let i = pending
-                    .peek()
-                    .or(writes.last())
-                    .copied()
-                    .unwrap_or_default();
-                batch[i].fixed().done(Err(e));
-                return Err(i);
-            }
-        };
-        let Some(&i) = pending.peek() else {
-            break;
-        };
-        outcomes.push(Outcome {
-            rows: std::mem::take(&mut rows),
-            changes: done.rows_affected(),
-        });
-        if outcomes.len() < kind.statements {
-            continue;
-        }
-        pending.next();
-        if !batch[i].fixed().done(Ok(std::mem::take(&mut outcomes))) {
-            return Err(i);
-        }
-    }
-    match pending.peek() {
-        Some(&i) => {
-            let e = format!("a {} command gave too few results", kind.name);
-            batch[i].fixed().done(Err(sqlx::Error::Protocol(e)));
-            Err(i)
-        }
-        None => Ok(()),
     }
 }
 
@@ -649,6 +531,13 @@ mod tests {
     use super::*;
 
     async fn writer(dir: &tempfile::TempDir) -> (Writer, SqliteConnectOptions) {
+        grouped_writer(dir, Grouping::Commands).await
+    }
+
+    async fn grouped_writer(
+        dir: &tempfile::TempDir,
+        grouping: Grouping,
+    ) -> (Writer, SqliteConnectOptions) {
         let url = format!("sqlite://{}/w.db", dir.path().display());
         let options = SqliteConnectOptions::from_str(&url)
             .unwrap()
@@ -659,7 +548,7 @@ mod tests {
             .await
             .unwrap();
         (
-            Writer::start(conn, Duration::from_secs(5)).unwrap(),
+            Writer::start_grouped(conn, Duration::from_secs(5), grouping).unwrap(),
             options,
         )
     }
@@ -705,21 +594,24 @@ mod tests {
     }
 
     /// Inserts rows `k` and `k + 1000` as fixed statements; the second
-    /// fails (NOT NULL) when `k` is a multiple of 100, and the decoding
-    /// refuses the write when `k` is a multiple of 120.
-    static TWO_ROWS: LazyLock<Statements> = LazyLock::new(|| Statements {
-        name: "two-rows",
-        sql: "INSERT INTO t (k, v) VALUES ($1, 'a'); \
-              INSERT INTO t (k, v) VALUES ($1 + 1000, $2) RETURNING k"
-            .into(),
-        params: 2,
-        statements: 2,
+    /// fails (NOT NULL) when `k` is a multiple of 150, the decoding refuses
+    /// the write when `k` is a multiple of 120, and a write whose `k` is a
+    /// multiple of 210 binds one argument too few.
+    static TWO_ROWS: LazyLock<Statements> = LazyLock::new(|| {
+        Statements::new(
+            "two-rows",
+            "INSERT INTO t (k, v) VALUES ($1, 'a'); \
+             INSERT INTO t (k, v) VALUES ($1 + 1000, $2) RETURNING k",
+        )
     });
 
     async fn two_fixed_rows(writer: &Writer, k: i64) -> Result<i64, sqlx::Error> {
         let bind = move |args: &mut SqliteArguments<'static>| {
             args.add(k)?;
-            args.add((k % 100 != 0).then_some("b"))
+            if k % 210 == 0 {
+                return Ok(());
+            }
+            args.add((k % 150 != 0).then_some("b"))
         };
         let decode = |outcomes: Vec<Outcome>| {
             let [first, second] = <[Outcome; 2]>::try_from(outcomes)
@@ -732,19 +624,6 @@ mod tests {
             Ok(k)
         };
         writer.write_statements(&TWO_ROWS, bind, decode).await
-    }
-
-    #[test]
-    fn commands_give_each_write_its_own_placeholders() {
-        assert_eq!(
-            TWO_ROWS.command(3),
-            "INSERT INTO t (k, v) VALUES ($1, 'a'); \
-             INSERT INTO t (k, v) VALUES ($1 + 1000, $2) RETURNING k;\n\
-             INSERT INTO t (k, v) VALUES ($3, 'a'); \
-             INSERT INTO t (k, v) VALUES ($3 + 1000, $4) RETURNING k;\n\
-             INSERT INTO t (k, v) VALUES ($5, 'a'); \
-             INSERT INTO t (k, v) VALUES ($5 + 1000, $6) RETURNING k"
-        );
     }
 
     #[test]
@@ -764,15 +643,24 @@ mod tests {
 
     #[tokio::test]
     async fn fixed_writes_share_commands_and_a_failed_one_lands_not_at_all() {
+        fixed_and_function_writes_share_batches(Grouping::Commands).await;
+    }
+
+    #[tokio::test]
+    async fn fixed_writes_one_statement_a_query_give_the_same_outcomes() {
+        fixed_and_function_writes_share_batches(Grouping::OneByOne).await;
+    }
+
+    async fn fixed_and_function_writes_share_batches(grouping: Grouping) {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, options) = writer(&dir).await;
-        // Fixed and function writes in the same batches; seven fail, fewer
-        // than a batch gives up at.
+        let (writer, options) = grouped_writer(&dir, grouping).await;
+        // Fixed and function writes in the same batches; seven fail (one
+        // binding too few arguments), fewer than a batch gives up at.
         let fixed = join_all((1..=300).map(|k| two_fixed_rows(&writer, k)));
         let functions = join_all((301..=400).map(|k| two_rows(&writer, k)));
         let (fixed, functions) = tokio::join!(fixed, functions);
         let failing = |k: i64| match k {
-            ..=300 => k % 100 == 0 || k % 120 == 0,
+            ..=300 => k % 150 == 0 || k % 120 == 0 || k % 210 == 0,
             _ => k % 50 == 0,
         };
         for (k, outcome) in (1..=400).zip(fixed.iter().chain(&functions)) {
@@ -801,7 +689,7 @@ mod tests {
             assert_eq!(two_fixed_rows(&writer, k).await.unwrap(), k);
             assert!(keys(&options).await.contains(&(k + 1000)));
         }
-        for k in [100, 120] {
+        for k in [120, 150, 210] {
             let refused = two_fixed_rows(&writer, k).await;
             assert!(refused.is_err(), "{refused:?}");
             assert!(!keys(&options).await.contains(&k));
