@@ -562,6 +562,97 @@ mod tests {
         assert!(shown.contains("[redacted]"), "{shown}");
     }
 
+    /// Each setting's environment variable, flag and default, as clap
+    /// knows them.
+    fn settings() -> Vec<(String, String, Option<String>)> {
+        use clap::CommandFactory;
+        Cli::command()
+            .get_arguments()
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_str()?.to_owned();
+                let flag = format!("--{}", arg.get_long()?);
+                let default = arg
+                    .get_default_values()
+                    .first()
+                    .map(|v| v.to_string_lossy().into_owned());
+                Some((env, flag, default))
+            })
+            .collect()
+    }
+
+    /// The texts in backquotes of a Markdown table cell.
+    fn quoted(cell: &str) -> Vec<&str> {
+        cell.split('`').skip(1).step_by(2).collect()
+    }
+
+    fn read(file: &str) -> String {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn env_example_lists_every_setting_with_its_default() {
+        let listed: std::collections::BTreeMap<String, String> = read(".env.example")
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+            .filter(|(name, _)| name != "RUST_LOG")
+            .collect();
+        let settings = settings();
+        for (env, _, default) in &settings {
+            assert_eq!(
+                listed.get(env),
+                Some(&default.clone().unwrap_or_default()),
+                "{env} in .env.example, with its default"
+            );
+        }
+        for name in listed.keys() {
+            assert!(
+                settings.iter().any(|(env, ..)| env == name),
+                ".env.example lists {name}, which is no setting"
+            );
+        }
+    }
+
+    #[test]
+    fn readme_settings_table_names_every_setting_with_its_flag() {
+        let readme = read("README.md");
+        let table = readme
+            .split("| variable | flag | default |")
+            .nth(1)
+            .expect("README.md has the settings table");
+        // (variables, flags) of each row, in backquotes.
+        let rows: Vec<(Vec<&str>, Vec<&str>)> = table
+            .lines()
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').collect();
+                (quoted(cells[1]), quoted(cells[2]))
+            })
+            .collect();
+        let settings = settings();
+        for (env, flag, _) in &settings {
+            let row = rows.iter().find(|(envs, _)| envs.contains(&env.as_str()));
+            let Some((_, flags)) = row else {
+                panic!("README.md's settings table lacks {env}");
+            };
+            assert!(
+                flags.contains(&flag.as_str()),
+                "README.md gives {env} the flags {flags:?}, not {flag}"
+            );
+        }
+        for (envs, _) in &rows {
+            for env in envs {
+                assert!(
+                    settings.iter().any(|(name, ..)| name == env),
+                    "README.md's settings table names {env}, which is no setting"
+                );
+            }
+        }
+    }
+
     #[test]
     fn url_passwords_are_redacted() {
         assert_eq!(

@@ -5,7 +5,7 @@
 //!       One connection, no HTTP: upserts a fresh push token per iteration
 //!       into serials 1..3 of one user, and prints upserts/s as JSON.
 //!       `tx` (default) runs the statements the server's PUT runs
-//!       (src/store/queries.rs `try_put_push_token`): BEGIN; DELETE the token
+//!       (src/store/queries.rs `Queries::put_row` on PostgreSQL): BEGIN; DELETE the token
 //!       from any other row; SELECT EXISTS; UPDATE … RETURNING (or INSERT …
 //!       RETURNING); COMMIT. `on-conflict` is the minimal form: a single
 //!       autocommit INSERT … ON CONFLICT (user_id, family, serial) DO UPDATE.
@@ -261,7 +261,7 @@ async fn seed(url: &str, argv: &[String]) -> Result<()> {
 }
 
 async fn explain(url: &str) -> Result<()> {
-    // The server's queries (src/store/queries.rs), with literals for binds.
+    // The server's queries (src/store/queries.rs; SQLite's PUT in src/store/sqlite.rs), with literals for binds.
     let sqlite = url.starts_with("sqlite:");
     let mut queries = vec![
         ("GET: the session and its rows, in one query",
