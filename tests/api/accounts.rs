@@ -7,50 +7,17 @@ use axum::http::{Method, StatusCode};
 use pushtoken::unix_now;
 use serde_json::{json, Value};
 
-use crate::common::{
-    push_token, registration, Reply, TestApp, API_KEY, FAMILIES, MESSAGE, PASSWORD, RING,
+use crate::support::api::{
+    full_sign_up_body, push_token, registration, sign_up_body, with, without, API_KEY, FAMILIES,
+    LOGIN, LOGOUT, MESSAGE, PASSWORD, REFRESH, RING, SIGN_UP,
 };
-use crate::on_every_backend;
+use crate::support::{every_backend, Reply, TestApp};
 
-const SIGN_UP: &str = "/v1/api/user";
-const LOGIN: &str = "/v1/api/user/login";
-const LOGOUT: &str = "/v1/api/user/logout";
-const REFRESH: &str = "/v1/api/user/refresh";
 const DAY: i64 = 86_400;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A valid sign-up body with only the required fields.
-fn sign_up_body(username: &str) -> Value {
-    json!({ "username": username, "password": PASSWORD, "apikey": API_KEY })
-}
-
-/// A valid sign-up body with every field, the optional ones unique to `n`.
-fn full_sign_up_body(username: &str, n: u32) -> Value {
-    json!({
-        "username": username,
-        "password": PASSWORD,
-        "apikey": API_KEY,
-        "email": format!("user{n}@example.com"),
-        "phone": format!("+86138{n:08}"),
-        "realm": "home",
-        "code": "123456",
-    })
-}
-
-/// `body` with `key` set to `value`.
-fn with(mut body: Value, key: &str, value: Value) -> Value {
-    body[key] = value;
-    body
-}
-
-/// `body` without `key`.
-fn without(mut body: Value, key: &str) -> Value {
-    body.as_object_mut().expect("object").remove(key);
-    body
-}
 
 async fn sign_up(app: &TestApp, body: Value) -> Reply {
     app.post_anonymous(SIGN_UP, body).await
@@ -136,6 +103,7 @@ fn files_contain(dir: &Path, needle: &[u8]) -> bool {
 // Sign-up
 // ---------------------------------------------------------------------------
 
+#[every_backend]
 async fn sign_up_returns_201_with_the_new_id(app: TestApp) {
     let reply = app
         .post_anonymous(
@@ -147,6 +115,7 @@ async fn sign_up_returns_201_with_the_new_id(app: TestApp) {
     assert!(reply.body["id"].as_i64().unwrap() > 0);
 }
 
+#[every_backend]
 async fn sign_up_gives_each_account_its_own_id_that_login_reports(app: TestApp) {
     let alice = app.sign_up("alice_1").await;
     let bob = app.sign_up("bob_123").await;
@@ -155,6 +124,7 @@ async fn sign_up_gives_each_account_its_own_id_that_login_reports(app: TestApp) 
     assert_eq!(login_ok(&app, "bob_123", PASSWORD).await["id"], bob);
 }
 
+#[every_backend]
 async fn sign_up_accepts_every_field_at_its_limits(app: TestApp) {
     let good_usernames = [
         "abcdef".to_owned(),
@@ -214,6 +184,7 @@ async fn sign_up_accepts_every_field_at_its_limits(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn sign_up_with_username_out_of_6_to_32_chars_is_username_length_error(app: TestApp) {
     for username in [
         "".to_owned(),
@@ -227,6 +198,7 @@ async fn sign_up_with_username_out_of_6_to_32_chars_is_username_length_error(app
     }
 }
 
+#[every_backend]
 async fn sign_up_with_bad_username_characters_or_all_digits_is_username_error(app: TestApp) {
     let bad = [
         "123456".to_owned(),
@@ -251,6 +223,7 @@ async fn sign_up_with_bad_username_characters_or_all_digits_is_username_error(ap
     }
 }
 
+#[every_backend]
 async fn sign_up_with_password_out_of_8_to_16_chars_is_password_length_error(app: TestApp) {
     for password in [
         "".to_owned(),
@@ -265,6 +238,7 @@ async fn sign_up_with_password_out_of_8_to_16_chars_is_password_length_error(app
     }
 }
 
+#[every_backend]
 async fn sign_up_with_bad_password_characters_is_password_error(app: TestApp) {
     let bad = [
         "password 1",
@@ -299,6 +273,7 @@ async fn sign_up_with_bad_password_characters_is_password_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn sign_up_without_apikey_is_undefined_apikey(app: TestApp) {
     let absent = without(sign_up_body("alice_1"), "apikey");
     sign_up(&app, absent)
@@ -310,6 +285,7 @@ async fn sign_up_without_apikey_is_undefined_apikey(app: TestApp) {
         .assert_error(StatusCode::BAD_REQUEST, "undefined apikey");
 }
 
+#[every_backend]
 async fn sign_up_with_wrong_apikey_is_403_apikey_error(app: TestApp) {
     let bad = [
         "".to_owned(),
@@ -334,6 +310,7 @@ async fn sign_up_with_wrong_apikey_is_403_apikey_error(app: TestApp) {
         .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
 }
 
+#[every_backend]
 async fn sign_up_is_disabled_when_no_api_key_is_configured(app: TestApp) {
     app.sign_up("alice_1").await;
     let keyless = app.another_instance_with(&["--api-key", ""]).await;
@@ -361,6 +338,7 @@ async fn sign_up_is_disabled_when_no_api_key_is_configured(app: TestApp) {
     app.sign_up("bob_1234").await;
 }
 
+#[every_backend]
 async fn sign_up_with_email_over_40_chars_is_email_length_error(app: TestApp) {
     for email in [
         format!("{}@example.com", "e".repeat(29)),
@@ -373,6 +351,7 @@ async fn sign_up_with_email_over_40_chars_is_email_length_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn sign_up_with_email_without_at_sign_is_email_error(app: TestApp) {
     for email in ["alice.example.com", "", "alice"] {
         let body = with(sign_up_body("alice_1"), "email", json!(email));
@@ -386,6 +365,7 @@ async fn sign_up_with_email_without_at_sign_is_email_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn sign_up_with_phone_not_6_to_20_digits_is_phone_error(app: TestApp) {
     let bad = [
         "12345",
@@ -415,6 +395,7 @@ async fn sign_up_with_phone_not_6_to_20_digits_is_phone_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn sign_up_with_realm_out_of_1_to_32_chars_is_realm_length_error(app: TestApp) {
     for realm in ["".to_owned(), "r".repeat(33), "r".repeat(100)] {
         let body = with(sign_up_body("alice_1"), "realm", json!(realm));
@@ -424,6 +405,7 @@ async fn sign_up_with_realm_out_of_1_to_32_chars_is_realm_length_error(app: Test
     }
 }
 
+#[every_backend]
 async fn sign_up_with_code_not_a_string_of_6_digits_is_code_error(app: TestApp) {
     let bad = [
         "12345",
@@ -449,6 +431,7 @@ async fn sign_up_with_code_not_a_string_of_6_digits_is_code_error(app: TestApp) 
     }
 }
 
+#[every_backend]
 async fn sign_up_with_field_of_wrong_json_type_is_format_error(app: TestApp) {
     let wrong_types = [
         json!(123456789),
@@ -479,6 +462,7 @@ async fn sign_up_with_field_of_wrong_json_type_is_format_error(app: TestApp) {
         .assert_error(StatusCode::BAD_REQUEST, "code format error");
 }
 
+#[every_backend]
 async fn sign_up_without_a_required_field_is_undefined_field(app: TestApp) {
     for field in ["username", "password", "apikey"] {
         let reply = sign_up(&app, without(sign_up_body("alice_1"), field)).await;
@@ -489,6 +473,7 @@ async fn sign_up_without_a_required_field_is_undefined_field(app: TestApp) {
         .assert_error(StatusCode::BAD_REQUEST, "undefined username");
 }
 
+#[every_backend]
 async fn sign_up_treats_null_as_absent(app: TestApp) {
     for field in ["username", "password", "apikey"] {
         let reply = sign_up(&app, with(sign_up_body("alice_1"), field, Value::Null)).await;
@@ -504,6 +489,7 @@ async fn sign_up_treats_null_as_absent(app: TestApp) {
     login_ok(&app, "alice_1", PASSWORD).await;
 }
 
+#[every_backend]
 async fn sign_up_reports_the_first_failing_field_in_listed_order(app: TestApp) {
     let good = full_sign_up_body("alice_1", 1);
     let cases = [
@@ -593,6 +579,7 @@ async fn sign_up_reports_the_first_failing_field_in_listed_order(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn sign_up_ignores_unknown_fields(app: TestApp) {
     let body = json!({
         "username": "alice_1", "password": PASSWORD, "apikey": API_KEY,
@@ -608,6 +595,7 @@ async fn sign_up_ignores_unknown_fields(app: TestApp) {
     );
 }
 
+#[every_backend]
 async fn sign_up_with_taken_username_is_409_username_exist(app: TestApp) {
     app.sign_up("alice_1").await;
     let again = with(sign_up_body("alice_1"), "password", json!("other_pass1"));
@@ -621,6 +609,7 @@ async fn sign_up_with_taken_username_is_409_username_exist(app: TestApp) {
         .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
 }
 
+#[every_backend]
 async fn sign_up_with_taken_email_is_409_email_exist(app: TestApp) {
     let body = with(
         sign_up_body("alice_1"),
@@ -643,6 +632,7 @@ async fn sign_up_with_taken_email_is_409_email_exist(app: TestApp) {
         .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
 }
 
+#[every_backend]
 async fn sign_up_with_taken_phone_is_409_phone_exist(app: TestApp) {
     let body = with(sign_up_body("alice_1"), "phone", json!("+8613800138000"));
     sign_up(&app, body)
@@ -657,6 +647,7 @@ async fn sign_up_with_taken_phone_is_409_phone_exist(app: TestApp) {
         .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
 }
 
+#[every_backend]
 async fn sign_up_with_taken_username_and_email_reports_the_username(app: TestApp) {
     sign_up(&app, full_sign_up_body("alice_1", 1))
         .await
@@ -670,6 +661,7 @@ async fn sign_up_with_taken_username_and_email_reports_the_username(app: TestApp
         .assert_error(StatusCode::CONFLICT, "email exist");
 }
 
+#[every_backend]
 async fn sign_up_checks_the_body_before_whether_the_username_is_taken(app: TestApp) {
     app.sign_up("alice_1").await;
     let wrong_key = with(sign_up_body("alice_1"), "apikey", json!("wrong"));
@@ -682,6 +674,7 @@ async fn sign_up_checks_the_body_before_whether_the_username_is_taken(app: TestA
         .assert_error(StatusCode::BAD_REQUEST, "code error");
 }
 
+#[every_backend]
 async fn rejected_sign_up_creates_nothing(app: TestApp) {
     let rejected = [
         (
@@ -745,6 +738,7 @@ async fn rejected_sign_up_creates_nothing(app: TestApp) {
     );
 }
 
+#[every_backend]
 async fn sign_up_stores_the_password_as_argon2id_never_in_clear(app: TestApp) {
     app.sign_up("alice_1").await;
     let stored = app
@@ -766,6 +760,7 @@ async fn sign_up_stores_the_password_as_argon2id_never_in_clear(app: TestApp) {
 // Login
 // ---------------------------------------------------------------------------
 
+#[every_backend]
 async fn login_returns_the_five_vendor_keys_and_success(app: TestApp) {
     let id = app.sign_up("alice_1").await;
     let reply = app.login("alice_1", PASSWORD).await;
@@ -779,6 +774,7 @@ async fn login_returns_the_five_vendor_keys_and_success(app: TestApp) {
     assert_token_valid(&app, token).await;
 }
 
+#[every_backend]
 async fn login_session_expires_30_days_from_now_by_default(app: TestApp) {
     let id = app.sign_up("alice_1").await;
     let before = unix_now();
@@ -788,6 +784,7 @@ async fn login_session_expires_30_days_from_now_by_default(app: TestApp) {
     assert!(body.get("data").is_none(), "no envelope: {body}");
 }
 
+#[every_backend]
 async fn login_expiry_follows_the_session_ttl_setting(app: TestApp) {
     let id = app.sign_up("alice_1").await;
     let app = app.with_flags(&["--session-ttl", "1h"]).await;
@@ -797,6 +794,7 @@ async fn login_expiry_follows_the_session_ttl_setting(app: TestApp) {
     assert_session_issued(&body, id, before, after, 3600);
 }
 
+#[every_backend]
 async fn login_by_email_or_phone_opens_the_same_account(app: TestApp) {
     let body = full_sign_up_body("alice_1", 7);
     let email = text(&body, "email");
@@ -813,6 +811,7 @@ async fn login_by_email_or_phone_opens_the_same_account(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn login_with_wrong_password_or_unknown_user_is_the_same_401(app: TestApp) {
     sign_up(&app, full_sign_up_body("alice_1", 1))
         .await
@@ -839,6 +838,7 @@ async fn login_with_wrong_password_or_unknown_user_is_the_same_401(app: TestApp)
     }
 }
 
+#[every_backend]
 async fn login_without_username_or_password_is_undefined_field(app: TestApp) {
     app.sign_up("alice_1").await;
     let cases = [
@@ -861,6 +861,7 @@ async fn login_without_username_or_password_is_undefined_field(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn login_with_field_of_wrong_json_type_is_format_error(app: TestApp) {
     app.sign_up("alice_1").await;
     let cases = [
@@ -888,6 +889,7 @@ async fn login_with_field_of_wrong_json_type_is_format_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn login_ignores_unknown_fields_and_content_type(app: TestApp) {
     let id = app.sign_up("alice_1").await;
     let body = json!({
@@ -910,6 +912,7 @@ async fn login_ignores_unknown_fields_and_content_type(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn a_user_may_hold_several_sessions_at_once(app: TestApp) {
     app.sign_up("alice_1").await;
     let mut sessions = Vec::new();
@@ -928,6 +931,7 @@ async fn a_user_may_hold_several_sessions_at_once(app: TestApp) {
     assert_eq!(reply.body[0]["push_token"], push_token(1), "{}", reply.body);
 }
 
+#[every_backend]
 async fn session_tokens_and_keys_are_random_and_never_repeat(app: TestApp) {
     app.sign_up("alice_1").await;
     app.sign_up("bob_1234").await;
@@ -955,6 +959,7 @@ async fn session_tokens_and_keys_are_random_and_never_repeat(app: TestApp) {
 // Session tokens
 // ---------------------------------------------------------------------------
 
+#[every_backend]
 async fn session_token_is_read_from_token_header_in_any_case_or_bearer(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_1234").await;
@@ -990,6 +995,7 @@ async fn session_token_is_read_from_token_header_in_any_case_or_bearer(app: Test
     assert_eq!(reply.body, json!([]));
 }
 
+#[every_backend]
 async fn request_without_a_session_token_is_401_no_token(app: TestApp) {
     let alice = app.user("alice_1").await;
     let cases: [&[(&str, &str)]; 6] = [
@@ -1013,6 +1019,7 @@ async fn request_without_a_session_token_is_401_no_token(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn unknown_session_token_is_401_invalid_token(app: TestApp) {
     let alice = app.user("alice_1").await;
     let mut altered = alice.token.clone();
@@ -1046,6 +1053,7 @@ async fn unknown_session_token_is_401_invalid_token(app: TestApp) {
     assert_token_valid(&app, &alice.token).await;
 }
 
+#[every_backend]
 async fn session_token_expires_after_the_configured_ttl(app: TestApp) {
     app.sign_up("alice_1").await;
     let app = app.with_flags(&["--session-ttl", "2s"]).await;
@@ -1066,6 +1074,7 @@ async fn session_token_expires_after_the_configured_ttl(app: TestApp) {
     assert_token_valid(&app, &text(&body, "token")).await;
 }
 
+#[every_backend]
 async fn passwords_session_tokens_and_keys_are_never_stored_in_clear(app: TestApp) {
     let alice = app.user("alice_1").await;
     let second = login_ok(&app, "alice_1", PASSWORD).await;
@@ -1115,6 +1124,7 @@ async fn passwords_session_tokens_and_keys_are_never_stored_in_clear(app: TestAp
 // Logout
 // ---------------------------------------------------------------------------
 
+#[every_backend]
 async fn logout_with_token_in_body_is_200_success_and_revokes_that_session(app: TestApp) {
     let alice = app.user("alice_1").await;
     let reply = logout(&app, &alice.username, &alice.token).await;
@@ -1134,6 +1144,7 @@ async fn logout_with_token_in_body_is_200_success_and_revokes_that_session(app: 
     assert_token_valid(&app, &text(&body, "token")).await;
 }
 
+#[every_backend]
 async fn logout_keeps_the_users_other_sessions(app: TestApp) {
     let alice = app.user("alice_1").await;
     let second = login_ok(&app, "alice_1", PASSWORD).await;
@@ -1150,6 +1161,7 @@ async fn logout_keeps_the_users_other_sessions(app: TestApp) {
         .assert_success(StatusCode::CREATED);
 }
 
+#[every_backend]
 async fn logout_deletes_all_of_the_users_ring_and_message_push_tokens(app: TestApp) {
     let alice = app.user("alice_1").await;
     let alice_other_phone = text(&login_ok(&app, "alice_1", PASSWORD).await, "token");
@@ -1195,6 +1207,7 @@ async fn logout_deletes_all_of_the_users_ring_and_message_push_tokens(app: TestA
     }
 }
 
+#[every_backend]
 async fn logout_accepts_the_token_in_a_header_only(app: TestApp) {
     let alice = app.user("alice_1").await;
     let second = text(&login_ok(&app, "alice_1", PASSWORD).await, "token");
@@ -1231,6 +1244,7 @@ async fn logout_accepts_the_token_in_a_header_only(app: TestApp) {
     assert_token_valid(&app, &third).await;
 }
 
+#[every_backend]
 async fn logout_with_another_username_is_400_username_error_and_changes_nothing(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_1234").await;
@@ -1268,6 +1282,7 @@ async fn logout_with_another_username_is_400_username_error_and_changes_nothing(
     }
 }
 
+#[every_backend]
 async fn logout_with_username_of_wrong_type_is_username_format_error(app: TestApp) {
     let alice = app.user("alice_1").await;
     let body = json!({ "username": 12345678, "token": alice.token });
@@ -1277,6 +1292,7 @@ async fn logout_with_username_of_wrong_type_is_username_format_error(app: TestAp
     assert_token_valid(&app, &alice.token).await;
 }
 
+#[every_backend]
 async fn logout_without_any_token_is_401_no_token(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bodies = [
@@ -1295,6 +1311,7 @@ async fn logout_without_any_token_is_401_no_token(app: TestApp) {
     assert_token_valid(&app, &alice.token).await;
 }
 
+#[every_backend]
 async fn logout_with_unknown_token_is_401_invalid_token(app: TestApp) {
     let alice = app.user("alice_1").await;
     app.post(RING, &alice.token, registration(1))
@@ -1325,6 +1342,7 @@ async fn logout_with_unknown_token_is_401_invalid_token(app: TestApp) {
 // Refresh
 // ---------------------------------------------------------------------------
 
+#[every_backend]
 async fn refresh_answers_like_login_with_a_new_token_and_key(app: TestApp) {
     let alice = app.user("alice_1").await;
     let before = unix_now();
@@ -1337,6 +1355,7 @@ async fn refresh_answers_like_login_with_a_new_token_and_key(app: TestApp) {
     assert_token_valid(&app, &text(&reply.body, "token")).await;
 }
 
+#[every_backend]
 async fn refresh_retires_the_old_token_and_key(app: TestApp) {
     let alice = app.user("alice_1").await;
     let first = refresh(&app, &alice.reflash_key).await.body;
@@ -1356,6 +1375,7 @@ async fn refresh_retires_the_old_token_and_key(app: TestApp) {
         .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
 }
 
+#[every_backend]
 async fn refresh_with_unknown_key_is_401_invalid_token(app: TestApp) {
     let alice = app.user("alice_1").await;
     for key in [
@@ -1379,6 +1399,7 @@ async fn refresh_with_unknown_key_is_401_invalid_token(app: TestApp) {
         .assert_success(StatusCode::CREATED);
 }
 
+#[every_backend]
 async fn refresh_without_reflash_key_is_undefined_reflash_key(app: TestApp) {
     let alice = app.user("alice_1").await;
     for body in [
@@ -1398,6 +1419,7 @@ async fn refresh_without_reflash_key_is_undefined_reflash_key(app: TestApp) {
     assert_token_valid(&app, &alice.token).await;
 }
 
+#[every_backend]
 async fn refresh_keeps_other_sessions_and_push_tokens(app: TestApp) {
     let alice = app.user("alice_1").await;
     let other = text(&login_ok(&app, "alice_1", PASSWORD).await, "token");
@@ -1424,6 +1446,7 @@ async fn refresh_keeps_other_sessions_and_push_tokens(app: TestApp) {
 // Errors and persistence
 // ---------------------------------------------------------------------------
 
+#[every_backend]
 async fn account_errors_carry_only_message_and_field(app: TestApp) {
     let alice = app.user("alice_1").await;
     let replies = [
@@ -1458,6 +1481,7 @@ async fn account_errors_carry_only_message_and_field(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn accounts_and_sessions_survive_a_restart(app: TestApp) {
     let id = sign_up(&app, full_sign_up_body("alice_1", 3)).await.body["id"].clone();
     let first = login_ok(&app, "alice_1", PASSWORD).await;
@@ -1490,6 +1514,7 @@ async fn accounts_and_sessions_survive_a_restart(app: TestApp) {
     assert_token_invalid(&app, &token).await;
 }
 
+#[every_backend]
 async fn logout_with_a_header_token_and_no_body_is_success(app: TestApp) {
     let alice = app.user("alice_1").await;
     app.post(MESSAGE, &alice.token, registration(1))
@@ -1505,6 +1530,7 @@ async fn logout_with_a_header_token_and_no_body_is_success(app: TestApp) {
     assert_eq!(app.get(MESSAGE, &token).await.body, json!([]));
 }
 
+#[every_backend]
 async fn logout_accepts_the_email_or_phone_the_user_logs_in_with(app: TestApp) {
     let body = with(
         with(sign_up_body("alice_1"), "email", json!("alice@example.com")),
@@ -1529,6 +1555,7 @@ async fn logout_accepts_the_email_or_phone_the_user_logs_in_with(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn login_with_a_nul_in_the_username_is_401_not_a_database_error(app: TestApp) {
     app.sign_up("alice_1").await;
     for name in ["alice_1\u{0}", "\u{0}", "a\u{0}@x"] {
@@ -1536,66 +1563,3 @@ async fn login_with_a_nul_in_the_username_is_401_not_a_database_error(app: TestA
         reply.assert_error(StatusCode::UNAUTHORIZED, "username or password error");
     }
 }
-
-on_every_backend!(
-    logout_with_a_header_token_and_no_body_is_success,
-    logout_accepts_the_email_or_phone_the_user_logs_in_with,
-    login_with_a_nul_in_the_username_is_401_not_a_database_error,
-    sign_up_returns_201_with_the_new_id,
-    sign_up_gives_each_account_its_own_id_that_login_reports,
-    sign_up_accepts_every_field_at_its_limits,
-    sign_up_with_username_out_of_6_to_32_chars_is_username_length_error,
-    sign_up_with_bad_username_characters_or_all_digits_is_username_error,
-    sign_up_with_password_out_of_8_to_16_chars_is_password_length_error,
-    sign_up_with_bad_password_characters_is_password_error,
-    sign_up_without_apikey_is_undefined_apikey,
-    sign_up_with_wrong_apikey_is_403_apikey_error,
-    sign_up_is_disabled_when_no_api_key_is_configured,
-    sign_up_with_email_over_40_chars_is_email_length_error,
-    sign_up_with_email_without_at_sign_is_email_error,
-    sign_up_with_phone_not_6_to_20_digits_is_phone_error,
-    sign_up_with_realm_out_of_1_to_32_chars_is_realm_length_error,
-    sign_up_with_code_not_a_string_of_6_digits_is_code_error,
-    sign_up_with_field_of_wrong_json_type_is_format_error,
-    sign_up_without_a_required_field_is_undefined_field,
-    sign_up_treats_null_as_absent,
-    sign_up_reports_the_first_failing_field_in_listed_order,
-    sign_up_ignores_unknown_fields,
-    sign_up_with_taken_username_is_409_username_exist,
-    sign_up_with_taken_email_is_409_email_exist,
-    sign_up_with_taken_phone_is_409_phone_exist,
-    sign_up_with_taken_username_and_email_reports_the_username,
-    sign_up_checks_the_body_before_whether_the_username_is_taken,
-    rejected_sign_up_creates_nothing,
-    sign_up_stores_the_password_as_argon2id_never_in_clear,
-    login_returns_the_five_vendor_keys_and_success,
-    login_session_expires_30_days_from_now_by_default,
-    login_expiry_follows_the_session_ttl_setting,
-    login_by_email_or_phone_opens_the_same_account,
-    login_with_wrong_password_or_unknown_user_is_the_same_401,
-    login_without_username_or_password_is_undefined_field,
-    login_with_field_of_wrong_json_type_is_format_error,
-    login_ignores_unknown_fields_and_content_type,
-    a_user_may_hold_several_sessions_at_once,
-    session_tokens_and_keys_are_random_and_never_repeat,
-    session_token_is_read_from_token_header_in_any_case_or_bearer,
-    request_without_a_session_token_is_401_no_token,
-    unknown_session_token_is_401_invalid_token,
-    session_token_expires_after_the_configured_ttl,
-    passwords_session_tokens_and_keys_are_never_stored_in_clear,
-    logout_with_token_in_body_is_200_success_and_revokes_that_session,
-    logout_keeps_the_users_other_sessions,
-    logout_deletes_all_of_the_users_ring_and_message_push_tokens,
-    logout_accepts_the_token_in_a_header_only,
-    logout_with_another_username_is_400_username_error_and_changes_nothing,
-    logout_with_username_of_wrong_type_is_username_format_error,
-    logout_without_any_token_is_401_no_token,
-    logout_with_unknown_token_is_401_invalid_token,
-    refresh_answers_like_login_with_a_new_token_and_key,
-    refresh_retires_the_old_token_and_key,
-    refresh_with_unknown_key_is_401_invalid_token,
-    refresh_without_reflash_key_is_undefined_reflash_key,
-    refresh_keeps_other_sessions_and_push_tokens,
-    account_errors_carry_only_message_and_field,
-    accounts_and_sessions_survive_a_restart,
-);
