@@ -18,6 +18,7 @@
 //! and `…::postgres`, made by [`backend_tests!`]. A scenario without its
 //! attribute is dead code, which the lints refuse.
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod db;
