@@ -34,6 +34,7 @@ use tower::ServiceExt;
 
 use crate::support::api::{push_token, sign_up_body, API_KEY, FAMILIES, PASSWORD, SIGN_UP};
 use crate::support::openapi::assert_documented;
+use crate::support::push_tokens::FIELDS;
 use crate::support::server::{sqlite_in, Server};
 use crate::support::{every_backend, TestApp};
 
@@ -55,17 +56,7 @@ const SIGN_UP_FIELDS: &[&str] = &[
 const LOGIN_FIELDS: &[&str] = &["username", "password"];
 const LOGOUT_FIELDS: &[&str] = &["username", "token"];
 const REFRESH_FIELDS: &[&str] = &["reflash_key"];
-const PUSH_FIELDS: &[&str] = &[
-    "push_token",
-    "language",
-    "dev",
-    "bundleid",
-    "os",
-    "os_token",
-    "push_platform",
-    "phone_model",
-    "id",
-];
+const PUSH_FIELDS: &[&str] = &FIELDS;
 
 #[derive(Clone, Debug)]
 enum Target {
