@@ -42,22 +42,18 @@ async fn wrong_json_types_are_format_errors(app: TestApp) {
 #[every_backend]
 async fn null_counts_as_absent(app: TestApp) {
     let user = app.user("alice_1").await;
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({"push_token": null, "language": "en"}),
-        StatusCode::BAD_REQUEST,
-        "undefined push_token",
-    )
-    .await;
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({"push_token": push_token(1), "language": null}),
-        StatusCode::BAD_REQUEST,
-        "undefined language",
-    )
-    .await;
+    for (body, message) in [
+        (
+            json!({"push_token": null, "language": "en"}),
+            "undefined push_token",
+        ),
+        (
+            json!({"push_token": push_token(1), "language": null}),
+            "undefined language",
+        ),
+    ] {
+        expect_rejected(&app, &user.token, &body, StatusCode::BAD_REQUEST, message).await;
+    }
     let nulls = json!({
         "push_token": push_token(1), "language": "en", "dev": null, "bundleid": null,
         "os": null, "os_token": null, "push_platform": null, "phone_model": null, "id": null,

@@ -8,24 +8,29 @@ use crate::support::api::{registration, with, FAMILIES};
 use crate::support::push_tokens::{at, put_new_row, rows, DEFAULT_BUNDLE_ID};
 use crate::support::{every_backend, TestApp};
 
+/// The bundle id the `bundleid` header carries.
+const HEADER: &str = "com.example.header";
+
+/// The caller's session and a `bundleid` header of [`HEADER`].
+fn session_and_header(token: &str) -> [(&str, &str); 2] {
+    [("token", token), ("bundleid", HEADER)]
+}
+
 #[every_backend]
 async fn bundleid_header_is_the_default_on_create(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
-        let headers = [
-            ("token", user.token.as_str()),
-            ("bundleid", "com.example.header"),
-        ];
+        let headers = session_and_header(&user.token);
         let reply = app
             .request(Method::PUT, &at(base, 1), &headers, Some(registration(1)))
             .await;
         reply.assert_success(StatusCode::CREATED);
-        assert_eq!(reply.body["bundleid"], "com.example.header");
+        assert_eq!(reply.body["bundleid"], HEADER);
         let reply = app
             .request(Method::POST, base, &headers, Some(registration(2)))
             .await;
         reply.assert_success(StatusCode::CREATED);
-        assert_eq!(reply.body["bundleid"], "com.example.header");
+        assert_eq!(reply.body["bundleid"], HEADER);
         // Header names are case-insensitive.
         let reply = app
             .request(
@@ -52,8 +57,8 @@ async fn bundleid_header_is_the_default_on_create(app: TestApp) {
         assert_eq!(
             bundles,
             vec![
-                json!("com.example.header"),
-                json!("com.example.header"),
+                json!(HEADER),
+                json!(HEADER),
                 json!("com.example.other"),
                 json!(DEFAULT_BUNDLE_ID)
             ]
@@ -65,10 +70,7 @@ async fn bundleid_header_is_the_default_on_create(app: TestApp) {
 async fn body_bundleid_wins_over_the_header(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
-        let headers = [
-            ("token", user.token.as_str()),
-            ("bundleid", "com.example.header"),
-        ];
+        let headers = session_and_header(&user.token);
         let body = with(registration(1), "bundleid", json!("com.example.body"));
         let reply = app
             .request(Method::PUT, &at(base, 1), &headers, Some(body))
@@ -94,10 +96,7 @@ async fn bundleid_header_does_not_change_the_stored_bundleid_on_update(app: Test
     let user = app.user("alice_1").await;
     for base in FAMILIES {
         put_new_row(&app, base, 1, &user.token, 1).await;
-        let headers = [
-            ("token", user.token.as_str()),
-            ("bundleid", "com.example.header"),
-        ];
+        let headers = session_and_header(&user.token);
         let reply = app
             .request(Method::PUT, &at(base, 1), &headers, Some(registration(1)))
             .await;

@@ -155,21 +155,11 @@ async fn another_users_put_at_the_same_serial_creates_their_own_row(app: TestApp
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
     for base in FAMILIES {
-        let mine = app
-            .put(
-                &at(base, 1),
-                &alice.token,
-                json!({"push_token": push_token(1), "language": "en", "os": "Huawei", "dev": 1}),
-            )
-            .await;
+        let body = json!({"push_token": push_token(1), "language": "en", "os": "Huawei", "dev": 1});
+        let mine = app.put(&at(base, 1), &alice.token, body).await;
         mine.assert_success(StatusCode::CREATED);
-        let reply = app
-            .put(
-                &at(base, 1),
-                &bob.token,
-                json!({"push_token": push_token(2), "language": "fr"}),
-            )
-            .await;
+        let body = json!({"push_token": push_token(2), "language": "fr"});
+        let reply = app.put(&at(base, 1), &bob.token, body).await;
         reply.assert_success(StatusCode::CREATED);
         assert_eq!(reply.body["id"], bob.id);
         assert_eq!(reply.body["os"], "", "nothing of alice's row");

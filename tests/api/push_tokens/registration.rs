@@ -51,22 +51,13 @@ async fn post_answers_success_with_the_stored_row(app: TestApp) {
 async fn post_of_a_token_already_held_updates_that_row_with_200(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
-        let created = app
-            .put(
-                &at(base, 4),
-                &user.token,
-                json!({"push_token": push_token(1), "language": "en", "os": "Android", "dev": 1}),
-            )
-            .await;
+        let body =
+            json!({"push_token": push_token(1), "language": "en", "os": "Android", "dev": 1});
+        let created = app.put(&at(base, 4), &user.token, body).await;
         created.assert_success(StatusCode::CREATED);
         put_new_row(&app, base, 8, &user.token, 2).await;
-        let reply = app
-            .post(
-                base,
-                &user.token,
-                json!({"push_token": push_token(1), "language": "fr", "push_platform": "FCM"}),
-            )
-            .await;
+        let body = json!({"push_token": push_token(1), "language": "fr", "push_platform": "FCM"});
+        let reply = app.post(base, &user.token, body).await;
         reply.assert_success(StatusCode::OK);
         assert_eq!(reply.body["serial"], 4);
         assert_eq!(reply.body["language"], "fr");
@@ -177,13 +168,8 @@ async fn put_creates_with_201_then_updates_with_200(app: TestApp) {
         assert_eq!(reply.body["id"], user.id);
         let created = row_of(&reply.body);
         assert_eq!(rows(&app, base, &user.token).await, vec![created.clone()]);
-        let reply = app
-            .put(
-                &at(base, 3),
-                &user.token,
-                json!({"push_token": push_token(2), "language": "de"}),
-            )
-            .await;
+        let body = json!({"push_token": push_token(2), "language": "de"});
+        let reply = app.put(&at(base, 3), &user.token, body).await;
         reply.assert_success(StatusCode::OK);
         assert_eq!(reply.body["serial"], 3);
         assert_eq!(reply.body["push_token"], push_token(2));
@@ -195,13 +181,8 @@ async fn put_creates_with_201_then_updates_with_200(app: TestApp) {
             vec![row_of(&reply.body)]
         );
         // The same body again is still an update.
-        let reply = app
-            .put(
-                &at(base, 3),
-                &user.token,
-                json!({"push_token": push_token(2), "language": "de"}),
-            )
-            .await;
+        let body = json!({"push_token": push_token(2), "language": "de"});
+        let reply = app.put(&at(base, 3), &user.token, body).await;
         reply.assert_success(StatusCode::OK);
         assert_eq!(
             held(&app, base, &user.token).await,
@@ -246,17 +227,12 @@ async fn put_update_keeps_absent_optional_fields_and_changes_present_ones(app: T
             assert_eq!(&listed[0][key], value, "{base} {key}");
         }
         // Present values change, including to "" and 0.
-        let reply = app
-            .put(
-                &at(base, 5),
-                &user.token,
-                json!({
-                    "push_token": push_token(1), "language": "fr", "dev": 0,
-                    "bundleid": "a", "os": "", "os_token": "", "push_platform": "",
-                    "phone_model": "",
-                }),
-            )
-            .await;
+        let body = json!({
+            "push_token": push_token(1), "language": "fr", "dev": 0,
+            "bundleid": "a", "os": "", "os_token": "", "push_platform": "",
+            "phone_model": "",
+        });
+        let reply = app.put(&at(base, 5), &user.token, body).await;
         reply.assert_success(StatusCode::OK);
         let row = &rows(&app, base, &user.token).await[0];
         assert_eq!(row["dev"], 0);
@@ -271,13 +247,8 @@ async fn put_update_keeps_absent_optional_fields_and_changes_present_ones(app: T
 async fn put_create_gives_absent_optional_fields_their_defaults(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
-        let reply = app
-            .put(
-                &at(base, 2),
-                &user.token,
-                json!({"push_token": push_token(2), "language": "en_US"}),
-            )
-            .await;
+        let body = json!({"push_token": push_token(2), "language": "en_US"});
+        let reply = app.put(&at(base, 2), &user.token, body).await;
         reply.assert_success(StatusCode::CREATED);
         let row = &rows(&app, base, &user.token).await[0];
         assert_eq!(row["language"], "en_US");
@@ -293,50 +264,29 @@ async fn put_create_gives_absent_optional_fields_their_defaults(app: TestApp) {
 async fn put_requires_push_token_and_language_on_create_and_update(app: TestApp) {
     let user = app.user("alice_1").await;
     // Nothing stored: a create.
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({"language": "en"}),
-        StatusCode::BAD_REQUEST,
-        "undefined push_token",
-    )
-    .await;
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({"push_token": push_token(1)}),
-        StatusCode::BAD_REQUEST,
-        "undefined language",
-    )
-    .await;
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({}),
-        StatusCode::BAD_REQUEST,
-        "undefined push_token",
-    )
-    .await;
+    for (body, message) in [
+        (json!({"language": "en"}), "undefined push_token"),
+        (json!({"push_token": push_token(1)}), "undefined language"),
+        (json!({}), "undefined push_token"),
+    ] {
+        expect_rejected(&app, &user.token, &body, StatusCode::BAD_REQUEST, message).await;
+    }
     // A row at serial 1 with that token: an update needs them too.
     for base in FAMILIES {
         put_new_row(&app, base, 1, &user.token, 1).await;
     }
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({"language": "fr", "os": "Android"}),
-        StatusCode::BAD_REQUEST,
-        "undefined push_token",
-    )
-    .await;
-    expect_rejected(
-        &app,
-        &user.token,
-        &json!({"push_token": push_token(1), "os": "Android"}),
-        StatusCode::BAD_REQUEST,
-        "undefined language",
-    )
-    .await;
+    for (body, message) in [
+        (
+            json!({"language": "fr", "os": "Android"}),
+            "undefined push_token",
+        ),
+        (
+            json!({"push_token": push_token(1), "os": "Android"}),
+            "undefined language",
+        ),
+    ] {
+        expect_rejected(&app, &user.token, &body, StatusCode::BAD_REQUEST, message).await;
+    }
 }
 
 /// A registration of push token `n` as the vendor's Android app sends it.
