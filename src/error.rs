@@ -3,8 +3,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+use crate::http::schema::ErrorBody;
 use crate::store::StoreError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -107,9 +107,9 @@ impl IntoResponse for Error {
             }
             _ => {}
         }
-        let body = match self.field() {
-            Some(field) => json!({ "message": self.to_string(), "field": field }),
-            None => json!({ "message": self.to_string() }),
+        let body = ErrorBody {
+            message: self.to_string(),
+            field: self.field(),
         };
         let mut response = (self.status(), Json(body)).into_response();
         if let Error::TooManyRequests { retry_after_secs } = self {

@@ -3,8 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -30,17 +29,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(refresh))
 }
 
-/// What login and refresh answer: the vendor's five keys at the top level.
-#[derive(Serialize)]
-struct SessionIssued {
-    message: &'static str,
-    id: i64,
-    token: String,
-    reflash_key: String,
-    time: i64,
-    logout_status: i64,
-}
-
 #[utoipa::path(
     post, path = "/v1/api/user", tag = "accounts", operation_id = "sign_up",
     summary = "Create an account (needs the server's registration key)",
@@ -60,7 +48,7 @@ async fn sign_up(
     _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Result<(StatusCode, Json<SignUpResponse>)> {
     let configured = state.config.api_key.as_deref();
     let body = SignUp::parse(&body, |key| {
         configured.is_some_and(|c| constant_time_eq(c, key))
@@ -82,10 +70,7 @@ async fn sign_up(
     };
     let id = state.store.create_user(user, unix_now()).await?;
     tracing::info!(user_id = id, "account created");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "message": "success", "id": id })),
-    ))
+    Ok((StatusCode::CREATED, Json(SignUpResponse::new(id))))
 }
 
 #[utoipa::path(
@@ -106,7 +91,7 @@ async fn login(
     _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<SessionIssued>)> {
+) -> Result<(StatusCode, Json<SessionResponse>)> {
     let username = required_string(&body, "username")?;
     let password = required_string(&body, "password")?;
     state.limits.check_username(&username)?;
@@ -152,7 +137,7 @@ async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<JsonObjectOrEmpty, Error>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Success>> {
     let body = body.map(|JsonObjectOrEmpty(object)| object);
     let body_token = body
         .as_ref()
@@ -177,7 +162,7 @@ async fn logout(
     }
     state.store.logout(&session).await?;
     tracing::info!(user_id = session.user_id, "logged out");
-    Ok(Json(json!({ "message": "success" })))
+    Ok(Json(Success::default()))
 }
 
 #[utoipa::path(
@@ -198,7 +183,7 @@ async fn refresh(
     _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<SessionIssued>)> {
+) -> Result<(StatusCode, Json<SessionResponse>)> {
     let key = required_string(&body, "reflash_key")?;
     let (next, issued) = new_session(&state, 0);
     let Some(next) = state
@@ -212,7 +197,7 @@ async fn refresh(
     tracing::info!(user_id = next.user_id, "session refreshed");
     Ok((
         StatusCode::CREATED,
-        Json(SessionIssued {
+        Json(SessionResponse {
             id: next.user_id,
             ..issued
         }),
@@ -220,7 +205,7 @@ async fn refresh(
 }
 
 /// A new session for `user_id`: what to store and what to answer.
-fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionIssued) {
+fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionResponse) {
     let now = unix_now();
     let ttl = state.config.session_ttl.as_secs() as i64;
     let token = new_secret();
@@ -235,14 +220,7 @@ fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionIssued) {
         // that was away past expiry can still rotate without the password.
         refresh_expires_at: now + 2 * ttl,
     };
-    let issued = SessionIssued {
-        message: "success",
-        id: user_id,
-        token,
-        reflash_key,
-        time: session.expires_at,
-        logout_status: 0,
-    };
+    let issued = SessionResponse::new(user_id, token, reflash_key, session.expires_at);
     (session, issued)
 }
 

@@ -10,6 +10,10 @@ use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
 use crate::store::PushTokenRow;
 
+/// The `message` of every answer that is not an error or a list (vendor:
+/// clients test `message == "success"`).
+const SUCCESS: &str = "success";
+
 /// A vendor error: `{"message": "<vendor error string>"}`, plus the
 /// offending field where one is at fault.
 #[derive(ToSchema, Serialize)]
@@ -22,15 +26,23 @@ pub struct ErrorBody {
     /// or `10001`.
     pub message: String,
     /// The request field at fault, when there is one.
-    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub field: Option<&'static str>,
 }
 
 /// `{"message": "success"}`.
 #[derive(ToSchema, Serialize)]
 #[schema(example = json!({ "message": "success" }))]
 pub struct Success {
-    #[schema(pattern = "^success$")]
-    pub message: String,
+    #[schema(value_type = String, pattern = "^success$")]
+    pub message: &'static str,
+}
+
+impl Default for Success {
+    fn default() -> Self {
+        Success { message: SUCCESS }
+    }
 }
 
 /// Sign-up. Fields are checked in this order; the first failure is reported.
@@ -79,10 +91,19 @@ pub struct SignUpRequest {
 #[derive(ToSchema, Serialize)]
 #[schema(example = json!({ "message": "success", "id": 1 }))]
 pub struct SignUpResponse {
-    #[schema(pattern = "^success$")]
-    pub message: String,
+    #[schema(value_type = String, pattern = "^success$")]
+    pub message: &'static str,
     /// The new user's id.
     pub id: i64,
+}
+
+impl SignUpResponse {
+    pub const fn new(id: i64) -> Self {
+        SignUpResponse {
+            message: SUCCESS,
+            id,
+        }
+    }
 }
 
 /// Login with the username, email or phone of the account.
@@ -103,8 +124,8 @@ pub struct LoginRequest {
     "time": 1798588477, "logout_status": 0
 }))]
 pub struct SessionResponse {
-    #[schema(pattern = "^success$")]
-    pub message: String,
+    #[schema(value_type = String, pattern = "^success$")]
+    pub message: &'static str,
     /// The user's id.
     pub id: i64,
     /// The session token, for the `token` header.
@@ -116,6 +137,20 @@ pub struct SessionResponse {
     /// Always 0.
     #[schema(minimum = 0, maximum = 0)]
     pub logout_status: i64,
+}
+
+impl SessionResponse {
+    /// The answer for a new session of `id` that expires at `time`.
+    pub fn new(id: i64, token: String, reflash_key: String, time: i64) -> Self {
+        SessionResponse {
+            message: SUCCESS,
+            id,
+            token,
+            reflash_key,
+            time,
+            logout_status: 0,
+        }
+    }
 }
 
 /// Logout. The session token travels in the body (vendor) or a header.
@@ -182,22 +217,39 @@ pub struct PushTokenRequest {
 
 /// A stored push token after a write, with `"message": "success"`.
 #[derive(ToSchema, Serialize)]
-#[allow(dead_code)]
 pub struct PushTokenResponse {
-    #[schema(pattern = "^success$")]
-    pub message: String,
+    #[schema(value_type = String, pattern = "^success$")]
+    pub message: &'static str,
     #[serde(flatten)]
     pub record: PushTokenRow,
+}
+
+impl PushTokenResponse {
+    pub const fn new(record: PushTokenRow) -> Self {
+        PushTokenResponse {
+            message: SUCCESS,
+            record,
+        }
+    }
 }
 
 #[derive(ToSchema, Serialize)]
 #[schema(example = json!({ "message": "success", "deleted": 2 }))]
 pub struct DeletedResponse {
-    #[schema(pattern = "^success$")]
-    pub message: String,
+    #[schema(value_type = String, pattern = "^success$")]
+    pub message: &'static str,
     /// How many rows were deleted.
-    #[schema(minimum = 0)]
-    pub deleted: i64,
+    #[schema(value_type = i64, minimum = 0)]
+    pub deleted: u64,
+}
+
+impl DeletedResponse {
+    pub const fn new(deleted: u64) -> Self {
+        DeletedResponse {
+            message: SUCCESS,
+            deleted,
+        }
+    }
 }
 
 /// The error responses, by status. (503 covers `10001` and `server busy`.)
