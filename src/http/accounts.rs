@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -11,12 +10,13 @@ use crate::error::{Error, Result};
 use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOrEmpty};
 use crate::http::limits::AuthRate;
 use crate::http::schema::{
-    BadRequest, ErrorBody, LoginRequest, LogoutRequest, PayloadTooLarge, RefreshRequest,
-    RequestTimeout, SessionResponse, SignUpRequest, SignUpResponse, Success, TooManyRequests,
-    Unauthorized, Unavailable,
+    BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout, SessionResponse, SignUpResponse,
+    Success, TooManyRequests, Unauthorized, Unavailable,
 };
 use crate::http::AppState;
-use crate::model::{required_string, Fields, SignUp};
+use crate::model::{
+    Login, LoginRequest, LogoutRequest, RefreshRequest, RegistrationKey, SignUp, SignUpRequest,
+};
 use crate::secrets::{new_secret, secret_hash};
 use crate::store::{NewSession, NewUser};
 use crate::unix_now;
@@ -49,20 +49,15 @@ async fn sign_up(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<SignUpResponse>)> {
-    let configured = state.config.api_key.as_deref();
-    let body = SignUp::parse(&body, |key| {
-        configured.is_some_and(|c| constant_time_eq(c, key))
-    })?;
-    let (Some(username), Some(password)) = (body.username, body.password) else {
-        return Err(Error::Paramer);
-    };
+    let key = RegistrationKey(state.config.api_key.as_deref());
+    let body = SignUp::parse(&body, &key)?;
     let password_hash = state
         .passwords
-        .hash(password)
+        .hash(body.password)
         .await
         .map_err(Error::Internal)?;
     let user = NewUser {
-        username,
+        username: body.username,
         password_hash,
         email: body.email,
         phone: body.phone,
@@ -92,8 +87,7 @@ async fn login(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<SessionResponse>)> {
-    let username = required_string(&body, "username")?;
-    let password = required_string(&body, "password")?;
+    let Login { username, password } = Login::parse(&body)?;
     state.limits.check_username(&username)?;
     let account = state.store.find_credentials(&username).await?;
     let (user_id, hash) = match account {
@@ -138,22 +132,16 @@ async fn logout(
     headers: HeaderMap,
     body: Result<JsonObjectOrEmpty, Error>,
 ) -> Result<Json<Success>> {
+    // Authentication comes before the body's checks: the token is taken
+    // from the body as it is, and the body is checked once the session is
+    // known.
     let body = body.map(|JsonObjectOrEmpty(object)| object);
-    let body_token = body
-        .as_ref()
-        .ok()
-        .and_then(|b| b.get("token"))
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty());
+    let body_token = body.as_ref().ok().and_then(LogoutRequest::token_in);
     let Some(token) = body_token.or_else(|| session_token(&headers)) else {
         return Err(Error::NoToken);
     };
     let session = authenticate(&state, token).await?;
-    let body = body?;
-    let mut fields = Fields::new(&body);
-    let username = fields.string("username");
-    fields.string("token");
-    fields.first_error(Ok(()), |_| Ok(()))?;
+    let LogoutRequest { username, .. } = LogoutRequest::parse(&body?)?;
     if let Some(name) = username.filter(|name| *name != session.username) {
         let named = state.store.find_credentials(&name).await?;
         if named.is_none_or(|account| account.id != session.user_id) {
@@ -184,7 +172,7 @@ async fn refresh(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<SessionResponse>)> {
-    let key = required_string(&body, "reflash_key")?;
+    let key = RefreshRequest::parse(&body)?;
     let (next, issued) = new_session(&state, 0);
     let Some(next) = state
         .store
@@ -222,9 +210,4 @@ fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionResponse) 
     };
     let issued = SessionResponse::new(user_id, token, reflash_key, session.expires_at);
     (session, issued)
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

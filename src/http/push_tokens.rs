@@ -10,11 +10,11 @@ use utoipa_axum::routes;
 use crate::error::{Error, Result};
 use crate::http::extract::{invalid_token, AuthUser, JsonObject, Serial, SessionHash};
 use crate::http::schema::{
-    BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenRequest, PushTokenResponse,
-    RequestTimeout, Success, Unauthorized, Unavailable,
+    BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenResponse, RequestTimeout,
+    Success, Unauthorized, Unavailable,
 };
 use crate::http::AppState;
-use crate::model::{is_bundle_id, PushTokenInput};
+use crate::model::{is_bundle_id, PushTokenInput, PushTokenRequest};
 use crate::store::{Family, PushTokenRow, PushTokenWrite, Written};
 use crate::unix_now;
 
