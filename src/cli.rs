@@ -8,7 +8,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{load_secret_files, Cli, Command, Config, LogFormat, UserCommand};
-use crate::model::check_credentials;
+use crate::model::{check_password, check_username};
 use crate::secrets::hash_blocking;
 use crate::store::NewUser;
 use crate::{open_store, serve, shutdown_signal, unix_now};
@@ -86,7 +86,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 (Some(password), _) => password,
                 (None, _) => read_password_line()?,
             };
-            check_credentials(&username, &password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            check_username(&username)
+                .and_then(|()| check_password(&password))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = open_store(&config).await?;
             let cost = config.password_cost.clone();
             let password_hash =

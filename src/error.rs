@@ -3,8 +3,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+use crate::http::schema::ErrorBody;
 use crate::store::StoreError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -19,8 +19,13 @@ pub enum Error {
     Length(&'static str),
     #[error("{0} format error")]
     Format(&'static str),
+    /// The field's value fails its rule (400).
     #[error("{0} error")]
     Invalid(&'static str),
+    /// The field's value names what the caller may not use: another user's
+    /// `id`, a wrong registration `apikey` (403).
+    #[error("{0} error")]
+    Forbidden(&'static str),
     #[error("paramer error")]
     Paramer,
     #[error("no token")]
@@ -56,11 +61,12 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Undefined(_) | Error::Length(_) | Error::Format(_) | Error::Paramer => {
-                StatusCode::BAD_REQUEST
-            }
-            Error::Invalid("id" | "apikey") => StatusCode::FORBIDDEN,
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
+            Error::Undefined(_)
+            | Error::Length(_)
+            | Error::Format(_)
+            | Error::Invalid(_)
+            | Error::Paramer => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NoToken | Error::InvalidToken | Error::BadCredentials => {
                 StatusCode::UNAUTHORIZED
             }
@@ -83,6 +89,7 @@ impl Error {
             | Error::Length(f)
             | Error::Format(f)
             | Error::Invalid(f)
+            | Error::Forbidden(f)
             | Error::Exists(f) => Some(f),
             _ => None,
         }
@@ -107,9 +114,9 @@ impl IntoResponse for Error {
             }
             _ => {}
         }
-        let body = match self.field() {
-            Some(field) => json!({ "message": self.to_string(), "field": field }),
-            None => json!({ "message": self.to_string() }),
+        let body = ErrorBody {
+            message: self.to_string(),
+            field: self.field(),
         };
         let mut response = (self.status(), Json(body)).into_response();
         if let Error::TooManyRequests { retry_after_secs } = self {
@@ -119,5 +126,22 @@ impl IntoResponse for Error {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_follows_the_variant_not_the_field() {
+        for field in ["id", "apikey", "username"] {
+            let invalid = Error::Invalid(field);
+            let forbidden = Error::Forbidden(field);
+            assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+            assert_eq!(invalid.to_string(), forbidden.to_string());
+            assert_eq!(forbidden.field(), Some(field));
+        }
     }
 }

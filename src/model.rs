@@ -1,89 +1,294 @@
-//! Request bodies: read field by field from a JSON object, validated with
-//! `validator`, and reported as the first failing field in the order the API
-//! lists them.
+//! Request bodies and the rules of their fields.
+//!
+//! Each body is one struct: read from a JSON object, checked with
+//! `validator`, and described in the OpenAPI document by `utoipa`. A field's
+//! facts (lengths, characters) are written once, in the constants and
+//! functions below, which both the `#[validate]` attributes and the command
+//! line read. The `#[schema]` attributes take literals only; the agreement
+//! test of `http::schema` proves, rule by rule, that they say the same.
+//!
+//! The API checks a body's fields in the order it lists them (`Body::FIELDS`)
+//! and reports the first failure: for each field, a value of the wrong JSON
+//! type, else its first `validator` failure.
 
 use std::fmt;
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+use utoipa::ToSchema;
+use validator::{
+    Validate, ValidateArgs, ValidateLength, ValidationError, ValidationErrors, ValidationErrorsKind,
+};
 
 use crate::error::{Error, Result};
 
-/// Reads typed fields from a JSON object, remembering the order in which they
-/// were read and the first type error of each.
-pub struct Fields<'a> {
-    object: &'a Map<String, Value>,
-    read: Vec<(&'static str, Option<Error>)>,
+// ---------------------------------------------------------------------------
+// Field rules
+// ---------------------------------------------------------------------------
+
+/// How many characters a string field may hold, counted as `validator` and
+/// JSON Schema count them (Unicode scalar values).
+#[derive(Clone, Copy, Debug)]
+pub struct Length {
+    pub min: u64,
+    pub max: u64,
 }
 
-impl<'a> Fields<'a> {
-    pub fn new(object: &'a Map<String, Value>) -> Self {
-        Self {
-            object,
-            read: Vec::new(),
-        }
+impl Length {
+    const fn at_most(max: u64) -> Self {
+        Length { min: 0, max }
     }
 
-    fn value(&self, name: &str) -> Option<&'a Value> {
-        self.object.get(name).filter(|v| !v.is_null())
+    /// Whether `s` has an allowed number of characters.
+    pub fn allows(&self, s: &str) -> bool {
+        s.validate_length(Some(self.min), Some(self.max), None)
     }
+}
 
-    /// A string field; `null` counts as absent, any other type is a format error.
-    pub fn string(&mut self, name: &'static str) -> Option<String> {
-        let (value, error) = match self.value(name) {
-            None => (None, None),
-            Some(Value::String(s)) => (Some(s.clone()), None),
-            Some(_) => (None, Some(Error::Format(name))),
-        };
-        self.read.push((name, error));
-        value
-    }
+pub const USERNAME_LENGTH: Length = Length { min: 6, max: 32 };
+pub const PASSWORD_LENGTH: Length = Length { min: 8, max: 16 };
+pub const EMAIL_LENGTH: Length = Length::at_most(40);
+/// The digits of a phone number, after an optional `+`.
+pub const PHONE_DIGITS: Length = Length { min: 6, max: 20 };
+pub const REALM_LENGTH: Length = Length { min: 1, max: 32 };
+/// The digits of a verification code.
+pub const CODE_DIGITS: Length = Length { min: 6, max: 6 };
+pub const PUSH_TOKEN_LENGTH: Length = Length { min: 64, max: 64 };
+pub const LANGUAGE_LENGTH: Length = Length { min: 2, max: 11 };
+pub const BUNDLEID_LENGTH: Length = Length { min: 1, max: 155 };
+pub const OS_LENGTH: Length = Length::at_most(32);
+pub const OS_TOKEN_LENGTH: Length = Length::at_most(4096);
+pub const PUSH_PLATFORM_LENGTH: Length = Length::at_most(32);
+pub const PHONE_MODEL_LENGTH: Length = Length::at_most(128);
 
-    /// An integer field (a JSON number without fraction that fits an i64).
-    pub fn integer(&mut self, name: &'static str) -> Option<i64> {
-        let (value, error) = match self.value(name) {
-            None => (None, None),
-            Some(v) => match json_integer(v) {
-                Some(n) => (Some(n), None),
-                None => (None, Some(Error::Format(name))),
-            },
-        };
-        self.read.push((name, error));
-        value
-    }
+/// `[A-Za-z0-9_]`.
+fn word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
 
-    /// The first failure in reading order: a type error, else the field's
-    /// first validation error, else what `check` says of the field.
-    pub fn first_error(
-        self,
-        validation: std::result::Result<(), ValidationErrors>,
-        mut check: impl FnMut(&'static str) -> Result<()>,
-    ) -> Result<()> {
-        let errors = validation.err().map(ValidationErrors::into_errors);
-        for (name, type_error) in self.read {
-            if let Some(error) = type_error {
-                return Err(error);
-            }
-            if let Some(ValidationErrorsKind::Field(list)) =
-                errors.as_ref().and_then(|e| e.get(name))
-            {
-                if let Some(first) = list.first() {
-                    return Err(match first.code.as_ref() {
-                        "undefined" => Error::Undefined(name),
-                        "length" => Error::Length(name),
-                        _ => Error::Invalid(name),
-                    });
-                }
-            }
-            check(name)?;
-        }
+/// Letters, digits and `_!@#$%^&*()+-=`.
+fn password_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_!@#$%^&*()+-=".contains(c)
+}
+
+/// `[A-Za-z0-9_-]` (language codes, push platforms).
+fn word_or_dash_char(c: char) -> bool {
+    word_char(c) || c == '-'
+}
+
+/// `[A-Za-z0-9._-]`.
+fn bundle_char(c: char) -> bool {
+    word_or_dash_char(c) || c == '.'
+}
+
+/// Printable ASCII without spaces (`!` to `~`).
+fn visible_ascii_char(c: char) -> bool {
+    c.is_ascii_graphic()
+}
+
+/// Anything but a control character (C0, DEL and C1).
+fn text_char(c: char) -> bool {
+    !c.is_control()
+}
+
+fn check(ok: bool) -> std::result::Result<(), ValidationError> {
+    if ok {
         Ok(())
+    } else {
+        Err(ValidationError::new("invalid"))
     }
 }
 
-/// A JSON number with no fractional part that fits an i64 (`1.0` is the
-/// integer 1, as JSON Schema counts it).
-fn json_integer(value: &Value) -> Option<i64> {
+fn valid_username(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.chars().all(word_char) && !s.chars().all(|c| c.is_ascii_digit()))
+}
+
+fn valid_password(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.chars().all(password_char))
+}
+
+fn valid_email(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.contains('@') && s.chars().all(text_char))
+}
+
+fn valid_phone(s: &str) -> std::result::Result<(), ValidationError> {
+    check(digits(s.strip_prefix('+').unwrap_or(s), PHONE_DIGITS))
+}
+
+fn valid_code(s: &str) -> std::result::Result<(), ValidationError> {
+    check(digits(s, CODE_DIGITS))
+}
+
+/// `s` is ASCII digits, as many as `count` allows.
+fn digits(s: &str, count: Length) -> bool {
+    count.allows(s) && s.chars().all(|c| c.is_ascii_digit())
+}
+
+fn valid_text(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.chars().all(text_char))
+}
+
+fn valid_visible_ascii(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.chars().all(visible_ascii_char))
+}
+
+fn valid_word_or_dash(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.chars().all(word_or_dash_char))
+}
+
+fn valid_bundle_chars(s: &str) -> std::result::Result<(), ValidationError> {
+    check(s.chars().all(bundle_char))
+}
+
+/// Whether `s` is a valid bundle id (the `bundleid` field's rule).
+pub fn is_bundle_id(s: &str) -> bool {
+    BUNDLEID_LENGTH.allows(s) && valid_bundle_chars(s).is_ok()
+}
+
+/// A username by the sign-up rule (for accounts made on the command line).
+pub fn check_username(s: &str) -> Result<()> {
+    check_text("username", s, USERNAME_LENGTH, valid_username)
+}
+
+/// A password by the sign-up rule (for accounts made on the command line).
+pub fn check_password(s: &str) -> Result<()> {
+    check_text("password", s, PASSWORD_LENGTH, valid_password)
+}
+
+/// A string field's rule in the order `validator` applies it: the length,
+/// then the characters.
+fn check_text(
+    field: &'static str,
+    s: &str,
+    length: Length,
+    chars: fn(&str) -> std::result::Result<(), ValidationError>,
+) -> Result<()> {
+    if !length.allows(s) {
+        return Err(Error::Length(field));
+    }
+    chars(s).map_err(|_| Error::Invalid(field))
+}
+
+/// What sign-up checks `apikey` against: the configured registration key,
+/// if there is one (none: sign-up is disabled).
+pub struct RegistrationKey<'a>(pub Option<&'a str>);
+
+fn registration_key(
+    key: &str,
+    expected: &RegistrationKey<'_>,
+) -> std::result::Result<(), ValidationError> {
+    check(expected.0.is_some_and(|c| constant_time_eq(c, key)))
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The user a push-token registration is for: `id`, when sent and not 0,
+/// must be theirs.
+pub struct Caller(pub i64);
+
+fn callers_id(id: i64, caller: &Caller) -> std::result::Result<(), ValidationError> {
+    check(id == 0 || id == caller.0)
+}
+
+// ---------------------------------------------------------------------------
+// Reading a body
+// ---------------------------------------------------------------------------
+
+/// The JSON type a body field must have; `null` counts as absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    /// A number with no fractional part that fits an i64 (`1.0` is the
+    /// integer 1, as JSON Schema counts it).
+    Integer,
+}
+
+impl Kind {
+    /// The value as the body's struct reads it, or `None` if it has another
+    /// type.
+    fn read(self, value: &Value) -> Option<Value> {
+        match self {
+            Kind::String => value.is_string().then(|| value.clone()),
+            Kind::Integer => json_integer(value).map(Value::from),
+        }
+    }
+}
+
+/// A body field: its name and JSON type.
+pub type Field = (&'static str, Kind);
+
+/// A request body: one struct, read from a JSON object by name, checked
+/// with `validator`, described in the OpenAPI document.
+pub trait Body: DeserializeOwned {
+    /// Every field of the body with its JSON type, in the order the API
+    /// lists them: the order in which they are checked.
+    const FIELDS: &'static [Field];
+}
+
+/// Reads a body from a JSON object and reports its first failing field in
+/// the order of `B::FIELDS`: a value of the wrong type is `XXX format
+/// error`, else the field's first `validator` error (`undefined XXX`, `XXX
+/// length error`, `XXX error`, or 403 `XXX error` for a failed check of
+/// who the caller is). Unknown fields are ignored.
+pub fn read_body<'v, B>(object: &Map<String, Value>, context: B::Args) -> Result<B>
+where
+    B: Body + ValidateArgs<'v>,
+{
+    let mut typed = Map::new();
+    let mut wrong_type = Vec::new();
+    for &(name, kind) in B::FIELDS {
+        match object.get(name) {
+            None | Some(Value::Null) => {}
+            Some(value) => match kind.read(value) {
+                Some(value) => {
+                    typed.insert(name.to_owned(), value);
+                }
+                None => wrong_type.push(name),
+            },
+        }
+    }
+    // The message of a serde error quotes the value: it is not kept.
+    let body: B = serde_json::from_value(Value::Object(typed)).map_err(|_| {
+        Error::Internal(anyhow::anyhow!(
+            "the JSON types of a body's fields disagree with its struct"
+        ))
+    })?;
+    let errors = body
+        .validate_with_args(context)
+        .err()
+        .map(ValidationErrors::into_errors)
+        .unwrap_or_default();
+    for &(name, _) in B::FIELDS {
+        if wrong_type.contains(&name) {
+            return Err(Error::Format(name));
+        }
+        if let Some(ValidationErrorsKind::Field(list)) = errors.get(name) {
+            if let Some(first) = list.first() {
+                return Err(match first.code.as_ref() {
+                    "undefined" => Error::Undefined(name),
+                    "length" => Error::Length(name),
+                    "forbidden" => Error::Forbidden(name),
+                    _ => Error::Invalid(name),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(body)
+    } else {
+        let fields: Vec<_> = errors.keys().collect();
+        Err(Error::Internal(anyhow::anyhow!(
+            "a body failed validation on fields it does not list: {fields:?}"
+        )))
+    }
+}
+
+/// A JSON number with no fractional part that fits an i64.
+pub(crate) fn json_integer(value: &Value) -> Option<i64> {
     const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
     value.as_i64().or_else(|| {
         let f = value.as_f64()?;
@@ -91,108 +296,102 @@ fn json_integer(value: &Value) -> Option<i64> {
     })
 }
 
-fn invalid() -> ValidationError {
-    ValidationError::new("invalid")
+/// A field that validation found present, or `undefined XXX`.
+fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
+    value.ok_or(Error::Undefined(name))
 }
 
-fn check(ok: bool) -> std::result::Result<(), ValidationError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid())
-    }
-}
+// ---------------------------------------------------------------------------
+// Accounts
+// ---------------------------------------------------------------------------
 
-fn word_chars(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-pub fn valid_username(s: &str) -> std::result::Result<(), ValidationError> {
-    check(word_chars(s) && !s.bytes().all(|b| b.is_ascii_digit()))
-}
-
-pub fn valid_password(s: &str) -> std::result::Result<(), ValidationError> {
-    check(
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_!@#$%^&*()+-=".contains(&b)),
-    )
-}
-
-fn valid_email(s: &str) -> std::result::Result<(), ValidationError> {
-    check(s.contains('@') && !s.chars().any(char::is_control))
-}
-
-fn valid_phone(s: &str) -> std::result::Result<(), ValidationError> {
-    let digits = s.strip_prefix('+').unwrap_or(s);
-    check((6..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn valid_code(s: &str) -> std::result::Result<(), ValidationError> {
-    check(s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn no_control(s: &str) -> std::result::Result<(), ValidationError> {
-    check(!s.chars().any(char::is_control))
-}
-
-/// Printable ASCII without spaces (`!` to `~`).
-fn visible_ascii(s: &str) -> std::result::Result<(), ValidationError> {
-    check(s.bytes().all(|b| b.is_ascii_graphic()))
-}
-
-/// Letters, digits, `_` and `-` (language codes, push platforms).
-fn word_or_dash(s: &str) -> std::result::Result<(), ValidationError> {
-    check(
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
-    )
-}
-
-pub fn bundle_chars(s: &str) -> std::result::Result<(), ValidationError> {
-    check(
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'),
-    )
-}
-
-/// Whether `s` is a valid bundle id (1–155 of `[A-Za-z0-9._-]`).
-pub fn is_bundle_id(s: &str) -> bool {
-    (1..=155).contains(&s.chars().count()) && bundle_chars(s).is_ok()
-}
-
-/// `POST /v1/api/user`.
-#[derive(Validate)]
-pub struct SignUp {
+/// Sign-up. Fields are checked in this order; the first failure is reported.
+#[derive(Deserialize, Validate, ToSchema)]
+#[validate(context = "RegistrationKey<'v_a>")]
+#[schema(example = json!({ "username": "alice_1", "password": "correct_horse1", "apikey": "my-registration-key" }))]
+pub struct SignUpRequest {
+    /// 6–32 characters of `[A-Za-z0-9_]`, not all digits.
     #[validate(
         required(code = "undefined"),
-        length(min = 6, max = 32, code = "length"),
+        length(min = USERNAME_LENGTH.min, max = USERNAME_LENGTH.max, code = "length"),
         custom(function = "valid_username")
     )]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 6,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9_]*[A-Za-z_][A-Za-z0-9_]*$"
+    )]
     pub username: Option<String>,
+    /// 8–16 characters of letters, digits and `_!@#$%^&*()+-=`.
     #[validate(
         required(code = "undefined"),
-        length(min = 8, max = 16, code = "length"),
+        length(min = PASSWORD_LENGTH.min, max = PASSWORD_LENGTH.max, code = "length"),
         custom(function = "valid_password")
     )]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 8,
+        max_length = 16,
+        pattern = "^[A-Za-z0-9_!@#$%^&*()+=-]*$"
+    )]
     pub password: Option<String>,
-    #[validate(required(code = "undefined"))]
-    pub apikey: Option<String>,
-    #[validate(length(max = 40, code = "length"), custom(function = "valid_email"))]
-    pub email: Option<String>,
-    #[validate(custom(function = "valid_phone"))]
-    pub phone: Option<String>,
+    /// The server's registration key (`PUSHTOKEN_API_KEY`); a wrong key, or
+    /// none configured, is 403 `apikey error`.
     #[validate(
-        length(min = 1, max = 32, code = "length"),
-        custom(function = "no_control")
+        required(code = "undefined"),
+        custom(function = "registration_key", use_context, code = "forbidden")
+    )]
+    #[schema(value_type = String, required = true)]
+    pub apikey: Option<String>,
+    /// At most 40 characters, containing `@`.
+    #[validate(
+        length(min = EMAIL_LENGTH.min, max = EMAIL_LENGTH.max, code = "length"),
+        custom(function = "valid_email")
+    )]
+    #[schema(
+        max_length = 40,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*@[^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
+    pub email: Option<String>,
+    /// 6–20 digits, optionally after a `+`.
+    #[validate(custom(function = "valid_phone"))]
+    #[schema(pattern = "^\\+?[0-9]{6,20}$")]
+    pub phone: Option<String>,
+    /// 1–32 characters, no control characters.
+    #[validate(
+        length(min = REALM_LENGTH.min, max = REALM_LENGTH.max, code = "length"),
+        custom(function = "valid_text")
+    )]
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
     )]
     pub realm: Option<String>,
+    /// A verification code of 6 digits (accepted, not checked).
     #[validate(custom(function = "valid_code"))]
+    #[schema(pattern = "^[0-9]{6}$")]
     pub code: Option<String>,
 }
 
-impl fmt::Debug for SignUp {
+impl Body for SignUpRequest {
+    const FIELDS: &'static [Field] = &[
+        ("username", Kind::String),
+        ("password", Kind::String),
+        ("apikey", Kind::String),
+        ("email", Kind::String),
+        ("phone", Kind::String),
+        ("realm", Kind::String),
+        ("code", Kind::String),
+    ];
+}
+
+impl fmt::Debug for SignUpRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignUp")
+        f.debug_struct("SignUpRequest")
             .field("username", &self.username)
             .field("password", &"[redacted]")
             .field("apikey", &"[redacted]")
@@ -200,79 +399,215 @@ impl fmt::Debug for SignUp {
     }
 }
 
+/// A sign-up that passed every check.
+pub struct SignUp {
+    pub username: String,
+    pub password: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub realm: Option<String>,
+}
+
 impl SignUp {
-    /// Reads and validates the body; `apikey_ok` judges the key in its turn.
-    pub fn parse(object: &Map<String, Value>, apikey_ok: impl Fn(&str) -> bool) -> Result<Self> {
-        let mut fields = Fields::new(object);
-        let body = SignUp {
-            username: fields.string("username"),
-            password: fields.string("password"),
-            apikey: fields.string("apikey"),
-            email: fields.string("email"),
-            phone: fields.string("phone"),
-            realm: fields.string("realm"),
-            code: fields.string("code"),
-        };
-        fields.first_error(body.validate(), |name| match (name, &body.apikey) {
-            ("apikey", Some(key)) if !apikey_ok(key) => Err(Error::Invalid("apikey")),
-            _ => Ok(()),
-        })?;
-        Ok(body)
+    /// Reads and checks the body; `apikey` must be `key`.
+    pub fn parse(object: &Map<String, Value>, key: &RegistrationKey<'_>) -> Result<Self> {
+        let body: SignUpRequest = read_body(object, key)?;
+        Ok(SignUp {
+            username: required(body.username, "username")?,
+            password: required(body.password, "password")?,
+            email: body.email,
+            phone: body.phone,
+            realm: body.realm,
+        })
     }
 }
 
-/// Checks a username and password by the sign-up rules (used by the CLI).
-pub fn check_credentials(username: &str, password: &str) -> Result<()> {
-    let mut object = Map::new();
-    object.insert("username".into(), username.into());
-    object.insert("password".into(), password.into());
-    object.insert("apikey".into(), "".into());
-    SignUp::parse(&object, |_| true).map(drop)
+/// Login with the username, email or phone of the account.
+#[derive(Deserialize, Validate, ToSchema)]
+#[schema(example = json!({ "username": "alice_1", "password": "correct_horse1" }))]
+pub struct LoginRequest {
+    #[validate(required(code = "undefined"))]
+    #[schema(value_type = String, required = true)]
+    pub username: Option<String>,
+    #[validate(required(code = "undefined"))]
+    #[schema(value_type = String, required = true)]
+    pub password: Option<String>,
 }
 
-/// A required, non-null string field with no further rule.
-pub fn required_string(object: &Map<String, Value>, name: &'static str) -> Result<String> {
-    match object.get(name) {
-        None | Some(Value::Null) => Err(Error::Undefined(name)),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Error::Format(name)),
+impl Body for LoginRequest {
+    const FIELDS: &'static [Field] = &[("username", Kind::String), ("password", Kind::String)];
+}
+
+/// A login's name and password.
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+impl Login {
+    pub fn parse(object: &Map<String, Value>) -> Result<Self> {
+        let body: LoginRequest = read_body(object, ())?;
+        Ok(Login {
+            username: required(body.username, "username")?,
+            password: required(body.password, "password")?,
+        })
     }
 }
 
-/// The body of a push-token registration (`POST` and `PUT`).
-#[derive(Validate)]
-pub struct PushTokenBody {
+/// Logout. The session token travels in the body (vendor) or a header.
+#[derive(Deserialize, Validate, ToSchema)]
+#[schema(example = json!({ "username": "alice_1", "token": "9f2c3a41d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80" }))]
+pub struct LogoutRequest {
+    /// The session's user, by username, email or phone; another user is
+    /// 400 `username error`.
+    pub username: Option<String>,
+    /// The session token to revoke (else the one of the header).
+    pub token: Option<String>,
+}
+
+impl Body for LogoutRequest {
+    const FIELDS: &'static [Field] = &[("username", Kind::String), ("token", Kind::String)];
+}
+
+impl LogoutRequest {
+    pub fn parse(object: &Map<String, Value>) -> Result<Self> {
+        read_body(object, ())
+    }
+
+    /// The session token a logout body carries, looked at before the body
+    /// is checked (the session is authenticated first): a non-empty string
+    /// `token`, else none.
+    pub fn token_in(object: &Map<String, Value>) -> Option<&str> {
+        object
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    }
+}
+
+#[derive(Deserialize, Validate, ToSchema)]
+#[schema(example = json!({ "reflash_key": "41ab2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9" }))]
+pub struct RefreshRequest {
+    /// The refresh key of a live session; it can be used once.
+    #[validate(required(code = "undefined"))]
+    #[schema(value_type = String, required = true)]
+    pub reflash_key: Option<String>,
+}
+
+impl Body for RefreshRequest {
+    const FIELDS: &'static [Field] = &[("reflash_key", Kind::String)];
+}
+
+impl RefreshRequest {
+    /// The refresh key of the body.
+    pub fn parse(object: &Map<String, Value>) -> Result<String> {
+        let body: RefreshRequest = read_body(object, ())?;
+        required(body.reflash_key, "reflash_key")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Push tokens
+// ---------------------------------------------------------------------------
+
+/// A push-token registration (ring or message family).
+#[derive(Deserialize, Validate, ToSchema)]
+#[validate(context = Caller)]
+#[schema(example = json!({
+    "push_token": "0d5c2a6b1f0e4c3d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f",
+    "language": "zh", "dev": 0, "bundleid": "com.lancens.wxdoorbell",
+    "os": "ANDROID", "os_token": "", "push_platform": "FCM",
+    "phone_model": "phone:Xiaomi_Mi_10/App:钉钉智能_1.0.0/Android_11"
+}))]
+pub struct PushTokenRequest {
+    /// Exactly 64 printable ASCII characters without spaces.
     #[validate(
         required(code = "undefined"),
-        length(equal = 64, code = "length"),
-        custom(function = "visible_ascii")
+        length(min = PUSH_TOKEN_LENGTH.min, max = PUSH_TOKEN_LENGTH.max, code = "length"),
+        custom(function = "valid_visible_ascii")
+    )]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 64,
+        max_length = 64,
+        pattern = "^[!-~]*$"
     )]
     pub push_token: Option<String>,
+    /// 2–11 characters of `[A-Za-z0-9_-]`.
     #[validate(
         required(code = "undefined"),
-        length(min = 2, max = 11, code = "length"),
-        custom(function = "word_or_dash")
+        length(min = LANGUAGE_LENGTH.min, max = LANGUAGE_LENGTH.max, code = "length"),
+        custom(function = "valid_word_or_dash")
+    )]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 2,
+        max_length = 11,
+        pattern = "^[A-Za-z0-9_-]*$"
     )]
     pub language: Option<String>,
+    /// 0 = release (APNs production), 1 = development (sandbox); default 0.
     #[validate(range(min = 0, max = 1, code = "invalid"))]
+    #[schema(minimum = 0, maximum = 1)]
     pub dev: Option<i64>,
+    /// 1–155 characters of `[A-Za-z0-9._-]`; default: the `bundleid`
+    /// header, else the configured bundle id.
     #[validate(
-        length(min = 1, max = 155, code = "length"),
-        custom(function = "bundle_chars")
+        length(min = BUNDLEID_LENGTH.min, max = BUNDLEID_LENGTH.max, code = "length"),
+        custom(function = "valid_bundle_chars")
     )]
+    #[schema(min_length = 1, max_length = 155, pattern = "^[A-Za-z0-9._-]*$")]
     pub bundleid: Option<String>,
-    #[validate(length(max = 32, code = "length"), custom(function = "no_control"))]
-    pub os: Option<String>,
+    /// Phone maker or system, at most 32 characters, no control characters.
     #[validate(
-        length(max = 4096, code = "length"),
-        custom(function = "visible_ascii")
+        length(min = OS_LENGTH.min, max = OS_LENGTH.max, code = "length"),
+        custom(function = "valid_text")
     )]
+    #[schema(max_length = 32, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
+    pub os: Option<String>,
+    /// The maker's own push token: at most 4096 printable ASCII characters
+    /// without spaces.
+    #[validate(
+        length(min = OS_TOKEN_LENGTH.min, max = OS_TOKEN_LENGTH.max, code = "length"),
+        custom(function = "valid_visible_ascii")
+    )]
+    #[schema(max_length = 4096, pattern = "^[!-~]*$")]
     pub os_token: Option<String>,
-    #[validate(length(max = 32, code = "length"), custom(function = "word_or_dash"))]
+    /// The Android push platform (`FCM`, `HUAWEI`, …): at most 32 characters
+    /// of `[A-Za-z0-9_-]`.
+    #[validate(
+        length(min = PUSH_PLATFORM_LENGTH.min, max = PUSH_PLATFORM_LENGTH.max, code = "length"),
+        custom(function = "valid_word_or_dash")
+    )]
+    #[schema(max_length = 32, pattern = "^[A-Za-z0-9_-]*$")]
     pub push_platform: Option<String>,
-    #[validate(length(max = 128, code = "length"), custom(function = "no_control"))]
+    /// At most 128 characters, no control characters.
+    #[validate(
+        length(min = PHONE_MODEL_LENGTH.min, max = PHONE_MODEL_LENGTH.max, code = "length"),
+        custom(function = "valid_text")
+    )]
+    #[schema(max_length = 128, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub phone_model: Option<String>,
+    /// The caller's user id; 0 or absent is ignored, another user's id is
+    /// 403 `id error`.
+    #[validate(custom(function = "callers_id", use_context, code = "forbidden"))]
     pub id: Option<i64>,
+}
+
+impl Body for PushTokenRequest {
+    const FIELDS: &'static [Field] = &[
+        ("push_token", Kind::String),
+        ("language", Kind::String),
+        ("dev", Kind::Integer),
+        ("bundleid", Kind::String),
+        ("os", Kind::String),
+        ("os_token", Kind::String),
+        ("push_platform", Kind::String),
+        ("phone_model", Kind::String),
+        ("id", Kind::Integer),
+    ];
 }
 
 /// A validated registration: required fields present, optional ones as sent.
@@ -304,31 +639,12 @@ impl fmt::Debug for PushTokenInput {
 }
 
 impl PushTokenInput {
-    /// Reads and validates the body for the user `caller`.
+    /// Reads and checks the body for the user `caller`.
     pub fn parse(object: &Map<String, Value>, caller: i64) -> Result<Self> {
-        let mut fields = Fields::new(object);
-        let body = PushTokenBody {
-            push_token: fields.string("push_token"),
-            language: fields.string("language"),
-            dev: fields.integer("dev"),
-            bundleid: fields.string("bundleid"),
-            os: fields.string("os"),
-            os_token: fields.string("os_token"),
-            push_platform: fields.string("push_platform"),
-            phone_model: fields.string("phone_model"),
-            id: fields.integer("id"),
-        };
-        fields.first_error(body.validate(), |name| match (name, body.id) {
-            ("id", Some(id)) if id != 0 && id != caller => Err(Error::Invalid("id")),
-            _ => Ok(()),
-        })?;
-        let (Some(push_token), Some(language)) = (body.push_token, body.language) else {
-            // Unreachable after validation (both are `required`), kept total.
-            return Err(Error::Paramer);
-        };
+        let body: PushTokenRequest = read_body(object, &Caller(caller))?;
         Ok(PushTokenInput {
-            push_token,
-            language,
+            push_token: required(body.push_token, "push_token")?,
+            language: required(body.language, "language")?,
             dev: body.dev,
             bundleid: body.bundleid,
             os: body.os,
@@ -341,7 +657,169 @@ impl PushTokenInput {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    /// What an error answers: status, message and field.
+    fn answer<T>(result: Result<T>) -> Option<(u16, String, Option<&'static str>)> {
+        result
+            .err()
+            .map(|e| (e.status().as_u16(), e.to_string(), e.field()))
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(object) => object,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn sign_up(body: Value) -> Result<SignUp> {
+        SignUp::parse(&object(body), &RegistrationKey(Some("key")))
+    }
+
+    fn push_token(body: Value) -> Result<PushTokenInput> {
+        PushTokenInput::parse(&object(body), 7)
+    }
+
+    fn valid_push_token() -> Value {
+        json!({
+            "push_token": "f".repeat(64), "language": "en", "dev": 1, "bundleid": "a.b",
+            "os": "Huawei", "os_token": "t", "push_platform": "HUAWEI", "phone_model": "p40",
+            "id": 7,
+        })
+    }
+
+    fn valid_sign_up() -> Value {
+        json!({
+            "username": "alice_1", "password": "secret_1", "apikey": "key",
+            "email": "a@b", "phone": "+123456", "realm": "home", "code": "123456",
+        })
+    }
+
+    /// A value of another JSON type than `kind`.
+    fn wrong_type(kind: Kind) -> Value {
+        match kind {
+            Kind::String => json!(1),
+            Kind::Integer => json!("1"),
+        }
+    }
+
+    /// With fields `i..` of the wrong type, field `i` is the one reported,
+    /// for every `i`: the order is `FIELDS`', not the struct's.
+    fn assert_listed_order<T>(valid: Value, fields: &[Field], parse: impl Fn(Value) -> Result<T>) {
+        assert!(parse(valid.clone()).is_ok(), "{valid}");
+        for (i, &(name, _)) in fields.iter().enumerate() {
+            let mut body = valid.clone();
+            for &(later, kind) in &fields[i..] {
+                body[later] = wrong_type(kind);
+            }
+            assert_eq!(
+                answer(parse(body)),
+                Some((400, format!("{name} format error"), Some(name)))
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_failing_field_is_reported_in_listed_order() {
+        assert_listed_order(valid_sign_up(), SignUpRequest::FIELDS, sign_up);
+        assert_listed_order(valid_push_token(), PushTokenRequest::FIELDS, push_token);
+        let credentials = json!({ "username": "u", "password": "p" });
+        assert_listed_order(credentials, LoginRequest::FIELDS, |b| {
+            Login::parse(&object(b))
+        });
+        let logout = json!({ "username": "u", "token": "t" });
+        assert_listed_order(logout, LogoutRequest::FIELDS, |b| {
+            LogoutRequest::parse(&object(b))
+        });
+        let refresh = json!({ "reflash_key": "k" });
+        assert_listed_order(refresh, RefreshRequest::FIELDS, |b| {
+            RefreshRequest::parse(&object(b))
+        });
+    }
+
+    #[test]
+    fn a_fields_own_failure_comes_before_later_fields_of_the_wrong_type() {
+        let body = json!({ "push_token": "short", "language": 1, "dev": "0" });
+        assert_eq!(
+            answer(push_token(body)),
+            Some((400, "push_token length error".into(), Some("push_token")))
+        );
+        let body = json!({ "language": 1, "id": "x" });
+        assert_eq!(
+            answer(push_token(body)),
+            Some((400, "undefined push_token".into(), Some("push_token")))
+        );
+        let body = json!({ "username": "123456", "password": 5 });
+        assert_eq!(
+            answer(sign_up(body)),
+            Some((400, "username error".into(), Some("username")))
+        );
+    }
+
+    #[test]
+    fn null_counts_as_absent_and_unknown_fields_are_ignored() {
+        let mut body = valid_push_token();
+        // Every field after `push_token` and `language` is optional.
+        for &(optional, _) in &PushTokenRequest::FIELDS[2..] {
+            body[optional] = Value::Null;
+        }
+        body["os_push_version"] = json!(2);
+        let input = push_token(body).unwrap();
+        assert_eq!((input.dev, input.bundleid, input.os), (None, None, None));
+        let mut body = valid_push_token();
+        body["language"] = Value::Null;
+        assert_eq!(
+            answer(push_token(body)),
+            Some((400, "undefined language".into(), Some("language")))
+        );
+    }
+
+    #[test]
+    fn a_wrong_registration_key_or_another_users_id_is_403() {
+        let wrong_key = json!({ "username": "alice_1", "password": "secret_1", "apikey": "other" });
+        let forbidden = Some((403, "apikey error".into(), Some("apikey")));
+        assert_eq!(answer(sign_up(wrong_key.clone())), forbidden);
+        let disabled = SignUp::parse(&object(wrong_key), &RegistrationKey(None));
+        assert_eq!(answer(disabled), forbidden);
+        let mut body = valid_push_token();
+        body["id"] = json!(8);
+        assert_eq!(
+            answer(push_token(body.clone())),
+            Some((403, "id error".into(), Some("id")))
+        );
+        for mine in [json!(0), json!(7), json!(7.0)] {
+            body["id"] = mine;
+            assert!(push_token(body.clone()).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn command_line_credentials_follow_the_sign_up_rules() {
+        assert!(check_username("alice_1").is_ok());
+        assert!(check_password("secret_1").is_ok());
+        for (result, said) in [
+            (check_username("alice"), "username length error"),
+            (check_username(&"a".repeat(33)), "username length error"),
+            (check_username("123456"), "username error"),
+            (check_username("alice-1"), "username error"),
+            (check_password("secret1"), "password length error"),
+            (check_password("secret 12"), "password error"),
+        ] {
+            assert_eq!(answer(result).map(|a| a.1), Some(said.to_owned()));
+        }
+    }
+
+    #[test]
+    fn bundle_ids_are_1_to_155_of_letters_digits_dots_dashes_and_underscores() {
+        assert!(is_bundle_id("com.lancens.wxdoorbell"));
+        assert!(is_bundle_id(&"a".repeat(155)));
+        assert!(!is_bundle_id(""));
+        assert!(!is_bundle_id(&"a".repeat(156)));
+        assert!(!is_bundle_id("com/lancens"));
+    }
 
     #[test]
     fn json_integers_include_integral_floats_in_range() {

@@ -3,8 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -12,12 +10,13 @@ use crate::error::{Error, Result};
 use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOrEmpty};
 use crate::http::limits::AuthRate;
 use crate::http::schema::{
-    BadRequest, ErrorBody, LoginRequest, LogoutRequest, PayloadTooLarge, RefreshRequest,
-    RequestTimeout, SessionResponse, SignUpRequest, SignUpResponse, Success, TooManyRequests,
-    Unauthorized, Unavailable,
+    BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout, SessionResponse, SignUpResponse,
+    Success, TooManyRequests, Unauthorized, Unavailable,
 };
 use crate::http::AppState;
-use crate::model::{required_string, Fields, SignUp};
+use crate::model::{
+    Login, LoginRequest, LogoutRequest, RefreshRequest, RegistrationKey, SignUp, SignUpRequest,
+};
 use crate::secrets::{new_secret, secret_hash};
 use crate::store::{NewSession, NewUser};
 use crate::unix_now;
@@ -28,17 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(refresh))
-}
-
-/// What login and refresh answer: the vendor's five keys at the top level.
-#[derive(Serialize)]
-struct SessionIssued {
-    message: &'static str,
-    id: i64,
-    token: String,
-    reflash_key: String,
-    time: i64,
-    logout_status: i64,
 }
 
 #[utoipa::path(
@@ -60,21 +48,16 @@ async fn sign_up(
     _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>)> {
-    let configured = state.config.api_key.as_deref();
-    let body = SignUp::parse(&body, |key| {
-        configured.is_some_and(|c| constant_time_eq(c, key))
-    })?;
-    let (Some(username), Some(password)) = (body.username, body.password) else {
-        return Err(Error::Paramer);
-    };
+) -> Result<(StatusCode, Json<SignUpResponse>)> {
+    let key = RegistrationKey(state.config.api_key.as_deref());
+    let body = SignUp::parse(&body, &key)?;
     let password_hash = state
         .passwords
-        .hash(password)
+        .hash(body.password)
         .await
         .map_err(Error::Internal)?;
     let user = NewUser {
-        username,
+        username: body.username,
         password_hash,
         email: body.email,
         phone: body.phone,
@@ -82,10 +65,7 @@ async fn sign_up(
     };
     let id = state.store.create_user(user, unix_now()).await?;
     tracing::info!(user_id = id, "account created");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "message": "success", "id": id })),
-    ))
+    Ok((StatusCode::CREATED, Json(SignUpResponse::new(id))))
 }
 
 #[utoipa::path(
@@ -106,9 +86,8 @@ async fn login(
     _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<SessionIssued>)> {
-    let username = required_string(&body, "username")?;
-    let password = required_string(&body, "password")?;
+) -> Result<(StatusCode, Json<SessionResponse>)> {
+    let Login { username, password } = Login::parse(&body)?;
     state.limits.check_username(&username)?;
     let account = state.store.find_credentials(&username).await?;
     let (user_id, hash) = match account {
@@ -152,23 +131,17 @@ async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<JsonObjectOrEmpty, Error>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Success>> {
+    // Authentication comes before the body's checks: the token is taken
+    // from the body as it is, and the body is checked once the session is
+    // known.
     let body = body.map(|JsonObjectOrEmpty(object)| object);
-    let body_token = body
-        .as_ref()
-        .ok()
-        .and_then(|b| b.get("token"))
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty());
+    let body_token = body.as_ref().ok().and_then(LogoutRequest::token_in);
     let Some(token) = body_token.or_else(|| session_token(&headers)) else {
         return Err(Error::NoToken);
     };
     let session = authenticate(&state, token).await?;
-    let body = body?;
-    let mut fields = Fields::new(&body);
-    let username = fields.string("username");
-    fields.string("token");
-    fields.first_error(Ok(()), |_| Ok(()))?;
+    let LogoutRequest { username, .. } = LogoutRequest::parse(&body?)?;
     if let Some(name) = username.filter(|name| *name != session.username) {
         let named = state.store.find_credentials(&name).await?;
         if named.is_none_or(|account| account.id != session.user_id) {
@@ -177,7 +150,7 @@ async fn logout(
     }
     state.store.logout(&session).await?;
     tracing::info!(user_id = session.user_id, "logged out");
-    Ok(Json(json!({ "message": "success" })))
+    Ok(Json(Success::default()))
 }
 
 #[utoipa::path(
@@ -198,8 +171,8 @@ async fn refresh(
     _: AuthRate,
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<SessionIssued>)> {
-    let key = required_string(&body, "reflash_key")?;
+) -> Result<(StatusCode, Json<SessionResponse>)> {
+    let key = RefreshRequest::parse(&body)?;
     let (next, issued) = new_session(&state, 0);
     let Some(next) = state
         .store
@@ -212,7 +185,7 @@ async fn refresh(
     tracing::info!(user_id = next.user_id, "session refreshed");
     Ok((
         StatusCode::CREATED,
-        Json(SessionIssued {
+        Json(SessionResponse {
             id: next.user_id,
             ..issued
         }),
@@ -220,7 +193,7 @@ async fn refresh(
 }
 
 /// A new session for `user_id`: what to store and what to answer.
-fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionIssued) {
+fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionResponse) {
     let now = unix_now();
     let ttl = state.config.session_ttl.as_secs() as i64;
     let token = new_secret();
@@ -235,18 +208,6 @@ fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionIssued) {
         // that was away past expiry can still rotate without the password.
         refresh_expires_at: now + 2 * ttl,
     };
-    let issued = SessionIssued {
-        message: "success",
-        id: user_id,
-        token,
-        reflash_key,
-        time: session.expires_at,
-        logout_status: 0,
-    };
+    let issued = SessionResponse::new(user_id, token, reflash_key, session.expires_at);
     (session, issued)
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,15 +1,15 @@
 //! Operations routes: liveness, readiness, and the API description.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::Error;
 use crate::http::schema::ErrorBody;
 use crate::http::AppState;
 
@@ -25,15 +25,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Serialize, ToSchema)]
 struct Health {
     /// `ok`.
-    status: String,
+    #[schema(value_type = String)]
+    status: &'static str,
 }
 
 #[derive(Serialize, ToSchema)]
 struct Ready {
     /// `ok`.
-    status: String,
+    #[schema(value_type = String)]
+    status: &'static str,
     /// The backend in use: `sqlite` or `postgres`.
-    database: String,
+    #[schema(value_type = String)]
+    database: &'static str,
 }
 
 /// The process is alive; touches nothing else.
@@ -42,8 +45,8 @@ struct Ready {
     summary = "Liveness: the process answers",
     responses((status = 200, description = "Alive", body = Health))
 )]
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// The database answers: 200, else 503.
@@ -55,20 +58,12 @@ async fn healthz() -> Json<Value> {
         (status = 503, description = "The database does not answer (`10001`)", body = ErrorBody),
     )
 )]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ok", "database": state.store.backend() })),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "message": "10001" })),
-            )
-        }
-    }
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, Error> {
+    state.store.ping().await?;
+    Ok(Json(Ready {
+        status: "ok",
+        database: state.store.backend(),
+    }))
 }
 
 /// This document, as YAML.

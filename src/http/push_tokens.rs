@@ -3,19 +3,18 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
 use crate::http::extract::{invalid_token, AuthUser, JsonObject, Serial, SessionHash};
 use crate::http::schema::{
-    BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenRequest, PushTokenResponse,
-    RequestTimeout, Success as SuccessBody, Unauthorized, Unavailable,
+    BadRequest, DeletedResponse, ErrorBody, PayloadTooLarge, PushTokenResponse, RequestTimeout,
+    Success, Unauthorized, Unavailable,
 };
 use crate::http::AppState;
-use crate::model::{is_bundle_id, PushTokenInput};
+use crate::model::{is_bundle_id, PushTokenInput, PushTokenRequest};
 use crate::store::{Family, PushTokenRow, PushTokenWrite, Written};
 use crate::unix_now;
 
@@ -71,7 +70,7 @@ macro_rules! family_routes {
                 user: AuthUser,
                 headers: HeaderMap,
                 body: JsonObject,
-            ) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+            ) -> Result<(StatusCode, Json<PushTokenResponse>)> {
                 super::create(state, $family, user, headers, body).await
             }
 
@@ -85,7 +84,7 @@ macro_rules! family_routes {
                     (status = 503, response = Unavailable),
                 )
             )]
-            pub async fn delete_all(state: State<AppState>, user: AuthUser) -> Result<Json<Value>> {
+            pub async fn delete_all(state: State<AppState>, user: AuthUser) -> Result<Json<DeletedResponse>> {
                 super::delete_all(state, $family, user).await
             }
 
@@ -115,7 +114,7 @@ macro_rules! family_routes {
                 serial: Serial,
                 headers: HeaderMap,
                 body: JsonObject,
-            ) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+            ) -> Result<(StatusCode, Json<PushTokenResponse>)> {
                 super::put_at(state, $family, user, serial, headers, body).await
             }
 
@@ -125,14 +124,14 @@ macro_rules! family_routes {
                 security(("token" = []), ("bearer" = [])),
                 params(("serial" = i64, Path, minimum = 0, description = "The row's serial: a non-negative decimal int64")),
                 responses(
-                    (status = 200, description = "Deleted", body = SuccessBody),
+                    (status = 200, description = "Deleted", body = Success),
                     (status = 400, response = BadRequest),
                     (status = 401, response = Unauthorized),
                     (status = 404, description = "The caller has no such row (`no data error`)", body = ErrorBody),
                     (status = 503, response = Unavailable),
                 )
             )]
-            pub async fn delete_one(state: State<AppState>, user: AuthUser, serial: Serial) -> Result<Json<Value>> {
+            pub async fn delete_one(state: State<AppState>, user: AuthUser, serial: Serial) -> Result<Json<Success>> {
                 super::delete_one(state, $family, user, serial).await
             }
         }
@@ -156,26 +155,12 @@ family_routes!(
     "message"
 );
 
-/// A row with the vendor's `"message": "success"` beside its fields.
-#[derive(Serialize)]
-pub(super) struct Success<T> {
-    message: &'static str,
-    #[serde(flatten)]
-    row: T,
-}
-
-fn answer(written: Written) -> (StatusCode, Json<Success<PushTokenRow>>) {
+fn answer(written: Written) -> (StatusCode, Json<PushTokenResponse>) {
     let (status, row) = match written {
         Written::Created(row) => (StatusCode::CREATED, row),
         Written::Updated(row) => (StatusCode::OK, row),
     };
-    (
-        status,
-        Json(Success {
-            message: "success",
-            row,
-        }),
-    )
+    (status, Json(PushTokenResponse::new(row)))
 }
 
 /// The `bundleid` request header, when it is a valid bundle id.
@@ -211,7 +196,7 @@ async fn create(
     AuthUser(user): AuthUser,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+) -> Result<(StatusCode, Json<PushTokenResponse>)> {
     register(&state, family, user.user_id, None, &headers, &body).await
 }
 
@@ -222,7 +207,7 @@ async fn put_at(
     Serial(serial): Serial,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+) -> Result<(StatusCode, Json<PushTokenResponse>)> {
     register(&state, family, user.user_id, Some(serial), &headers, &body).await
 }
 
@@ -235,7 +220,7 @@ async fn register(
     serial: Option<i64>,
     headers: &HeaderMap,
     body: &Map<String, Value>,
-) -> Result<(StatusCode, Json<Success<PushTokenRow>>)> {
+) -> Result<(StatusCode, Json<PushTokenResponse>)> {
     let input = PushTokenInput::parse(body, user_id)?;
     let default_bundleid = header_bundle_id(headers).unwrap_or(&state.config.bundle_id);
     let write = PushTokenWrite {
@@ -257,13 +242,13 @@ async fn delete_one(
     family: Family,
     AuthUser(user): AuthUser,
     Serial(serial): Serial,
-) -> Result<Json<Value>> {
+) -> Result<Json<Success>> {
     if state
         .store
         .delete_push_token(family, user.user_id, serial)
         .await?
     {
-        Ok(Json(json!({ "message": "success" })))
+        Ok(Json(Success::default()))
     } else {
         Err(Error::NoData)
     }
@@ -273,10 +258,10 @@ async fn delete_all(
     State(state): State<AppState>,
     family: Family,
     AuthUser(user): AuthUser,
-) -> Result<Json<Value>> {
+) -> Result<Json<DeletedResponse>> {
     let deleted = state
         .store
         .delete_all_push_tokens(family, user.user_id)
         .await?;
-    Ok(Json(json!({ "message": "success", "deleted": deleted })))
+    Ok(Json(DeletedResponse::new(deleted)))
 }
