@@ -181,6 +181,30 @@ pub struct Settings {
     /// PEM private key of the certificate.
     #[arg(long, env = "PUSHTOKEN_TLS_KEY", global = true)]
     pub tls_key: Option<PathBuf>,
+    /// Address and port of the push socket (TLS), or `off`.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_PUSH_LISTEN",
+        global = true,
+        default_value = "127.0.0.1:11001"
+    )]
+    pub push_listen: String,
+    /// PEM certificate chain of the push socket (with --push-tls-key); else
+    /// the HTTPS pair, else a self-signed certificate made at startup.
+    #[arg(long, env = "PUSHTOKEN_PUSH_TLS_CERT", global = true)]
+    pub push_tls_cert: Option<PathBuf>,
+    /// PEM private key of the push socket's certificate.
+    #[arg(long, env = "PUSHTOKEN_PUSH_TLS_KEY", global = true)]
+    pub push_tls_key: Option<PathBuf>,
+    /// How often the push socket sends its heartbeat; a connection silent
+    /// for three of these is closed.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_PUSH_HEARTBEAT",
+        global = true,
+        default_value = "60s"
+    )]
+    pub push_heartbeat: String,
     /// How long startup waits for the database server to become reachable.
     #[arg(
         long,
@@ -215,6 +239,12 @@ pub struct Config {
     /// HTTPS certificate chain and key (PEM files); both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Where the push socket listens; `None`: off.
+    pub push_listen: Option<SocketAddr>,
+    /// The push socket's own certificate chain and key; both or neither.
+    pub push_tls_cert: Option<PathBuf>,
+    pub push_tls_key: Option<PathBuf>,
+    pub push_heartbeat: Duration,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -238,6 +268,10 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("push_listen", &self.push_listen)
+            .field("push_tls_cert", &self.push_tls_cert)
+            .field("push_tls_key", &self.push_tls_key)
+            .field("push_heartbeat", &self.push_heartbeat)
             .finish_non_exhaustive()
     }
 }
@@ -453,25 +487,26 @@ impl Config {
             "PUSHTOKEN_REQUEST_TIMEOUT",
             "request-timeout",
         )?;
-        let tls_cert = s.tls_cert.clone().filter(|p| !p.as_os_str().is_empty());
-        let tls_key = s.tls_key.clone().filter(|p| !p.as_os_str().is_empty());
-        match (&tls_cert, &tls_key) {
-            (Some(_), None) => {
-                return Err(bad(
-                    "PUSHTOKEN_TLS_KEY",
-                    "tls-key",
-                    "PUSHTOKEN_TLS_CERT is set but no key",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(bad(
-                    "PUSHTOKEN_TLS_CERT",
-                    "tls-cert",
-                    "PUSHTOKEN_TLS_KEY is set but no certificate",
-                ))
-            }
-            _ => {}
-        }
+        let (tls_cert, tls_key) = pem_pair(&s.tls_cert, &s.tls_key, "")?;
+        let (push_tls_cert, push_tls_key) =
+            pem_pair(&s.push_tls_cert, &s.push_tls_key, "PUSH_")?;
+        let push_listen = match s.push_listen.trim() {
+            "off" => None,
+            text => Some(text.parse().map_err(|_| {
+                bad(
+                    "PUSHTOKEN_PUSH_LISTEN",
+                    "push-listen",
+                    format!("{text:?} is not an address like 127.0.0.1:11001, nor off"),
+                )
+            })?),
+        };
+        let push_heartbeat = parse_duration(&s.push_heartbeat).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_PUSH_HEARTBEAT",
+                "push-heartbeat",
+                format!("{:?} is not a duration like 60s or 2m", s.push_heartbeat),
+            )
+        })?;
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -487,9 +522,34 @@ impl Config {
             request_timeout,
             tls_cert,
             tls_key,
+            push_listen,
+            push_tls_cert,
+            push_tls_key,
+            push_heartbeat,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })
+    }
+}
+
+/// A certificate and key setting pair (`PUSHTOKEN_{infix}TLS_CERT` and
+/// `…_KEY`): both or neither; an empty value is unset.
+fn pem_pair(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    infix: &str,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {
+    let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (cert, key) = (set(cert), set(key));
+    let flag = infix.to_ascii_lowercase().replace('_', "-");
+    match (&cert, &key) {
+        (Some(_), None) => Err(format!(
+            "invalid PUSHTOKEN_{infix}TLS_KEY (--{flag}tls-key): PUSHTOKEN_{infix}TLS_CERT is set but no key"
+        )),
+        (None, Some(_)) => Err(format!(
+            "invalid PUSHTOKEN_{infix}TLS_CERT (--{flag}tls-cert): PUSHTOKEN_{infix}TLS_KEY is set but no certificate"
+        )),
+        _ => Ok((cert, key)),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod push;
 pub mod secrets;
 pub mod server;
 pub mod store;
@@ -46,35 +47,71 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
     let passwords = Passwords::new(config.password_cost.clone())?;
     let limits = Arc::new(http::limits::Limits::new(&config));
+    let push = Arc::new(
+        push::Hub::new(store.clone(), &config)
+            .await
+            .context("cannot load the push socket's token key")?,
+    );
     Ok(AppState::new(http::Shared {
         store,
         config: Arc::new(config),
         passwords,
         limits,
+        push,
     }))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish (for at most the configured grace period) and
-/// closes the database.
+/// Serves the API on `listener`, and the push socket on its configured
+/// address, until `shutdown` resolves, then lets in-flight requests finish
+/// (for at most the configured grace period), closes the push connections
+/// and closes the database.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let push = match config.push_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for the push socket"))?,
+        ),
+        None => None,
+    };
     let state = state(config).await?;
-    serve_state(state, listener, shutdown).await
+    serve_state(state, listener, push, shutdown).await
 }
 
-/// [`serve`] with a state already built.
+/// [`serve`] with a state and the listeners already made (`push`: none
+/// when the push socket is off).
 pub async fn serve_state(
     state: AppState,
     listener: TcpListener,
+    push: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tls = match (&state.config.tls_cert, &state.config.tls_key) {
         (Some(cert), Some(key)) => Some(server::load_tls(cert, key)?),
         _ => None,
+    };
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let push = match push {
+        Some(listener) => {
+            let tls = push::tls_config(&state.config)?;
+            let stopped = stopping.clone().cancelled_owned();
+            Some(tokio::spawn(push::serve(
+                state.push.clone(),
+                listener,
+                tls,
+                stopped,
+            )))
+        }
+        None => None,
+    };
+    let stop = stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.cancel();
     };
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
@@ -92,6 +129,10 @@ pub async fn serve_state(
     server::run(listener, tls, app(state), shutdown, grace)
         .await
         .context("server failed")?;
+    stopping.cancel();
+    if let Some(push) = push {
+        let _ = push.await;
+    }
     purge.abort();
     fold.abort();
     store.close().await;

@@ -40,6 +40,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub passwords: Passwords,
     pub limits: Arc<limits::Limits>,
+    pub push: Arc<crate::push::Hub>,
 }
 
 impl AppState {

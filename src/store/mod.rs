@@ -142,6 +142,20 @@ pub struct PushTokenWrite {
     pub now: i64,
 }
 
+/// A client of the push socket, as it registered.
+#[derive(Clone, Debug)]
+pub struct SocketClient {
+    /// The token the socket issued it.
+    pub token: String,
+    pub imei: String,
+    pub imsi: String,
+    /// The register's `type`.
+    pub kind: String,
+    pub brand: String,
+    pub bundle_id: String,
+    pub registered_at: i64,
+}
+
 /// Whether a write created a row or updated one.
 #[derive(Debug)]
 pub enum Written {
@@ -280,6 +294,15 @@ pub trait Database: Send + Sync + std::fmt::Debug {
 
     /// How many sessions have not expired.
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64>;
+
+    /// The server's secret `name`: the stored one, else `candidate`, stored
+    /// now (the first instance to store one wins; every instance then uses
+    /// it).
+    async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String>;
+
+    /// Records a push-socket client's registration (created, or updated
+    /// with what it sent this time).
+    async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()>;
 }
 
 /// The server's database, whichever backend is behind it: every method of

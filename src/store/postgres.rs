@@ -18,7 +18,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use super::queries::Queries;
 use super::{
     Credentials, Database, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow,
-    PushTokenWrite, SessionUser, StoreError, StoreResult, UserSummary, Written,
+    PushTokenWrite, SessionUser, SocketClient, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -256,5 +256,13 @@ impl Database for PgStore {
 
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
         Ok(Q::count_active_sessions(&mut *self.conn().await?, now).await?)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
+        Ok(Q::server_secret(&mut *self.conn().await?, name, candidate, now).await?)
+    }
+
+    async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()> {
+        Ok(Q::register_socket_client(&mut *self.conn().await?, client).await?)
     }
 }

@@ -21,7 +21,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgr
 
 use super::{
     Credentials, Family, NewSession, NewUser, PushTokenRow, PushTokenWrite, SessionUser,
-    UserSummary, Written,
+    SocketClient, UserSummary, Written,
 };
 
 /// The columns of a stored push token, in [`PushTokenRow`]'s order.
@@ -437,6 +437,62 @@ where
             .bind(now)
             .fetch_one(conn)
             .await
+    }
+}
+
+impl<DB> Queries<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// The secret `name`, stored as `candidate` unless one is stored.
+    pub async fn server_secret(
+        conn: &mut DB::Connection,
+        name: &str,
+        candidate: &str,
+        now: i64,
+    ) -> Result<String, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(conn)
+            .await
+    }
+
+    pub async fn register_socket_client(
+        conn: &mut DB::Connection,
+        client: &SocketClient,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO socket_clients \
+             (token, imei, imsi, type, brand, bundle_id, created_at, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (token) DO UPDATE SET imsi = excluded.imsi, type = excluded.type, \
+             brand = excluded.brand, registered_at = excluded.registered_at",
+        )
+        .bind(client.token.as_str())
+        .bind(client.imei.as_str())
+        .bind(client.imsi.as_str())
+        .bind(client.kind.as_str())
+        .bind(client.brand.as_str())
+        .bind(client.bundle_id.as_str())
+        .bind(client.registered_at)
+        .execute(conn)
+        .await?;
+        Ok(())
     }
 }
 

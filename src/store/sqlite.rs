@@ -16,7 +16,7 @@ use super::readers::{Reader, Readers};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
     Credentials, Database, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow,
-    PushTokenWrite, SessionUser, StoreError, StoreResult, UserSummary, Written,
+    PushTokenWrite, SessionUser, SocketClient, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -244,6 +244,28 @@ impl Database for SqliteStore {
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
         Ok(Q::count_active_sessions(&mut *self.reader().await?, now).await?)
     }
+
+    async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
+        let (name, candidate): (Arc<str>, Arc<str>) = (name.into(), candidate.into());
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let (name, candidate) = (name.clone(), candidate.clone());
+                Box::pin(async move { Q::server_secret(conn, &name, &candidate, now).await })
+            })
+            .await?)
+    }
+
+    async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()> {
+        let client = Arc::new(client.clone());
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let client = client.clone();
+                Box::pin(async move { Q::register_socket_client(conn, &client).await })
+            })
+            .await?)
+    }
 }
 
 /// `PUT`'s statements: the row at the serial is updated (absent optional
@@ -251,8 +273,8 @@ impl Database for SqliteStore {
 /// none, it is inserted (absent optional fields take their defaults).
 /// `OR REPLACE` deletes the row that held the token before, in the same
 /// statement. (The shared `Queries::put_row`, which PostgreSQL runs, does
-/// the same in a function write, three round trips instead of none.) Arguments: the
-/// token, language, dev, bundleid, os, os_token, push_platform,
+/// the same as a function write, a round trip per statement.) Arguments:
+/// the token, language, dev, bundleid, os, os_token, push_platform,
 /// phone_model (`NULL` when absent), now, user id, family, serial and the
 /// default bundleid.
 static PUT: LazyLock<Statements> = LazyLock::new(|| {

@@ -1,0 +1,222 @@
+//! One push-socket connection, from the TLS handshake to its close. Every
+//! wait has a deadline: the handshake and the register together
+//! ([`REGISTER_WITHIN`]), each write ([`WRITE_WITHIN`]), and silence (three
+//! heartbeat intervals). Anything a client does wrong closes that
+//! connection alone, with a line at debug level.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{Frame, FrameCodec, HEARTBEAT, REGISTER, TOKEN};
+use super::Hub;
+use crate::store::SocketClient;
+use crate::unix_now;
+
+/// The handshake and the first frame, a register, within this.
+pub const REGISTER_WITHIN: Duration = Duration::from_secs(10);
+/// A frame must be written within this, else the client is too slow.
+const WRITE_WITHIN: Duration = Duration::from_secs(10);
+/// Longest kept of a register's `imsi`, `type` and `brand`.
+const MAX_KEPT: usize = 255;
+
+type Socket = Framed<tokio_rustls::server::TlsStream<TcpStream>, FrameCodec>;
+
+pub(super) async fn serve(
+    hub: Arc<Hub>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    closing: CancellationToken,
+) {
+    let span = tracing::debug_span!("push", peer = %peer.ip());
+    let run = async {
+        let deadline = Instant::now() + REGISTER_WITHIN;
+        let Some((mut socket, client)) = register(&hub, acceptor, stream, deadline).await else {
+            return;
+        };
+        let (id, mut outbox) = hub.registry.hold(&client.token);
+        metrics::gauge!("pushtoken_push_connections").increment(1.0);
+        let ended = hold(&hub, &mut socket, &mut outbox, &closing).await;
+        tracing::debug!(reason = ended, "push connection closed");
+        hub.registry.release(&client.token, id);
+        metrics::gauge!("pushtoken_push_connections").decrement(1.0);
+    };
+    tracing::Instrument::instrument(run, span).await;
+}
+
+/// The TLS handshake, then the register, answered with the token. `None`
+/// when the connection is to close.
+async fn register(
+    hub: &Hub,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    deadline: Instant,
+) -> Option<(Socket, SocketClient)> {
+    let tls = match timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "push connection: TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("push connection: no TLS handshake in time");
+            return None;
+        }
+    };
+    let mut socket = Framed::new(tls, FrameCodec);
+    let first = match timeout_at(deadline, socket.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(e))) => {
+            tracing::debug!(error = %e, "push connection: not a frame");
+            return None;
+        }
+        Ok(None) => {
+            tracing::debug!("push connection: closed before registering");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("push connection: no register in time");
+            return None;
+        }
+    };
+    count_frame(first.command);
+    if first.command != REGISTER {
+        tracing::debug!(
+            command = first.command,
+            "push connection: the first frame is not a register"
+        );
+        return None;
+    }
+    let Some(client) = read_register(hub, &first.payload) else {
+        tracing::debug!("push connection: a register that is not a JSON object with a valid imei");
+        return None;
+    };
+    if let Err(e) = hub.store.register_socket_client(&client).await {
+        tracing::warn!(error = %e, "push connection: cannot record its registration");
+        return None;
+    }
+    let answer = serde_json::json!({ "token": client.token }).to_string();
+    send(&mut socket, Frame::new(TOKEN, answer)).await.ok()?;
+    tracing::debug!("push connection registered");
+    Some((socket, client))
+}
+
+/// The client a register payload names: `imei` 1–64 characters; an absent
+/// or empty `bundle_id` is the configured one.
+fn read_register(hub: &Hub, payload: &[u8]) -> Option<SocketClient> {
+    let Ok(Value::Object(register)) = serde_json::from_slice::<Value>(payload) else {
+        return None;
+    };
+    let imei = match register.get("imei") {
+        Some(Value::String(imei)) if (1..=64).contains(&imei.chars().count()) => imei.clone(),
+        _ => return None,
+    };
+    let bundle_id = match register.get("bundle_id") {
+        Some(Value::String(id)) if !id.is_empty() => kept(id),
+        _ => hub.bundle_id.clone(),
+    };
+    Some(SocketClient {
+        token: hub.key.token(&imei, &bundle_id),
+        imei,
+        imsi: text(&register, "imsi"),
+        kind: text(&register, "type"),
+        brand: text(&register, "brand"),
+        bundle_id,
+        registered_at: unix_now(),
+    })
+}
+
+/// A register's field as text (`""` when absent), at most [`MAX_KEPT`]
+/// characters of it.
+fn text(register: &Map<String, Value>, name: &str) -> String {
+    match register.get(name) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => kept(s),
+        Some(other) => kept(&other.to_string()),
+    }
+}
+
+fn kept(s: &str) -> String {
+    s.chars().take(MAX_KEPT).collect()
+}
+
+/// Serves a registered connection until it ends; why it ended.
+async fn hold(
+    hub: &Hub,
+    socket: &mut Socket,
+    outbox: &mut tokio::sync::mpsc::Receiver<Frame>,
+    closing: &CancellationToken,
+) -> &'static str {
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + hub.heartbeat, hub.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silence = hub.heartbeat * 3;
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            frame = socket.next() => match frame {
+                Some(Ok(frame)) => {
+                    heard = Instant::now();
+                    count_frame(frame.command);
+                    // A heartbeat is never answered (clients send one after
+                    // every frame they receive: an answer would loop); a
+                    // register again changes nothing.
+                    if !matches!(frame.command, HEARTBEAT | REGISTER) {
+                        return "a frame of an unknown command";
+                    }
+                }
+                Some(Err(_)) => return "not a frame",
+                None => return "closed by the client",
+            },
+            out = outbox.recv() => match out {
+                Some(frame) => {
+                    if send(socket, frame).await.is_err() {
+                        return "too slow to write to";
+                    }
+                }
+                None => return "replaced by a newer connection for its token",
+            },
+            _ = heartbeat.tick() => {
+                if send(socket, Frame::new(HEARTBEAT, bytes::Bytes::new())).await.is_err() {
+                    return "too slow to write to";
+                }
+            }
+            () = tokio::time::sleep_until(heard + silence) => return "silent for three heartbeats",
+            () = closing.cancelled() => return "the server is stopping",
+        }
+    }
+}
+
+/// Writes `frame`, within [`WRITE_WITHIN`].
+async fn send(socket: &mut Socket, frame: Frame) -> Result<(), ()> {
+    let command = frame.command;
+    match timeout(WRITE_WITHIN, socket.send(frame)).await {
+        Ok(Ok(())) => {
+            metrics::counter!("pushtoken_push_frames_total", "direction" => "out", "command" => command_label(command)).increment(1);
+            Ok(())
+        }
+        _ => Err(()),
+    }
+}
+
+fn count_frame(command: i32) {
+    metrics::counter!("pushtoken_push_frames_total", "direction" => "in", "command" => command_label(command)).increment(1);
+}
+
+fn command_label(command: i32) -> &'static str {
+    match command {
+        HEARTBEAT => "heartbeat",
+        REGISTER => "register",
+        TOKEN => "token",
+        super::EVENT => "event",
+        _ => "other",
+    }
+}

@@ -1,0 +1,210 @@
+//! The vendor's push socket: TLS on its own port, frames of `codec.rs`. A
+//! client registers, gets its token (`token.rs`), binds it to its account
+//! through the REST routes, and waits for events; the server sends its own
+//! heartbeat and never answers one.
+//!
+//! One task per connection owns its socket (`connection.rs`); the
+//! [`Registry`] maps each token to the one connection holding it, which
+//! others reach through a bounded outbox.
+
+mod codec;
+mod connection;
+mod token;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use codec::{Frame, FrameCodec, FrameError, EVENT, HEARTBEAT, MAX_PAYLOAD, REGISTER, TOKEN};
+pub use token::TokenKey;
+
+use crate::config::Config;
+use crate::store::{Store, StoreResult};
+
+/// Frames that may wait for a connection's socket; a connection whose
+/// outbox is full is too slow, and is closed.
+const OUTBOX: usize = 64;
+
+/// What every connection of the push socket shares.
+#[derive(Debug)]
+pub struct Hub {
+    store: Store,
+    key: TokenKey,
+    /// For a register without a `bundle_id`.
+    bundle_id: String,
+    heartbeat: Duration,
+    registry: Registry,
+}
+
+impl Hub {
+    /// Loads (or makes) the token key.
+    pub async fn new(store: Store, config: &Config) -> StoreResult<Self> {
+        Ok(Self {
+            key: TokenKey::load(&store).await?,
+            store,
+            bundle_id: config.bundle_id.clone(),
+            heartbeat: config.push_heartbeat,
+            registry: Registry::default(),
+        })
+    }
+
+    /// How many connections this instance holds.
+    pub fn connections(&self) -> usize {
+        self.registry.len()
+    }
+}
+
+/// The connection holding each token on this instance.
+#[derive(Debug, Default)]
+struct Registry {
+    held: Mutex<HashMap<String, Held>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Held {
+    id: u64,
+    outbox: mpsc::Sender<Frame>,
+}
+
+impl Registry {
+    /// Makes the new connection the holder of `token`; the one that held it
+    /// (if any) sees its outbox close and ends. Returns the holder's id and
+    /// its outbox.
+    fn hold(&self, token: &str) -> (u64, mpsc::Receiver<Frame>) {
+        let (outbox, inbox) = mpsc::channel(OUTBOX);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let replaced = self.map().insert(token.to_owned(), Held { id, outbox });
+        if replaced.is_some() {
+            tracing::debug!("a push connection was replaced by a newer one for its token");
+        }
+        (id, inbox)
+    }
+
+    /// Forgets connection `id`, unless another has taken its token since.
+    fn release(&self, token: &str, id: u64) {
+        let mut held = self.map();
+        if held.get(token).is_some_and(|h| h.id == id) {
+            held.remove(token);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The TLS settings of the push socket: the push socket's certificate and
+/// key when both are set, else the HTTPS pair, else a self-signed
+/// certificate made now (the clients do not verify it).
+pub fn tls_config(config: &Config) -> anyhow::Result<Arc<ServerConfig>> {
+    let pair = match (&config.push_tls_cert, &config.push_tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => config.tls_cert.as_ref().zip(config.tls_key.as_ref()),
+    };
+    if let Some((cert, key)) = pair {
+        return crate::server::tls_config(cert, key);
+    }
+    let names = [
+        "localhost",
+        "chnpush.lancens.com",
+        "eurpush.lancens.com",
+        "usapush.lancens.com",
+    ];
+    let made = rcgen::generate_simple_self_signed(names.map(str::to_owned).to_vec())
+        .context("cannot make a self-signed certificate for the push socket")?;
+    let cert = CertificateDer::from(made.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
+    crate::server::tls_config_of(vec![cert], key)
+}
+
+/// Serves the push socket on `listener` until `shutdown` resolves, then
+/// closes every connection.
+pub async fn serve(
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let closing = CancellationToken::new();
+    let address = listener.local_addr()?;
+    match raise_open_file_limit() {
+        Some(limit) => tracing::info!(
+            %address,
+            open_file_limit = limit,
+            "push socket listening on {address}; it can hold about {} connections",
+            limit.saturating_sub(64)
+        ),
+        None => tracing::info!(%address, "push socket listening on {address}"),
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most often: wait, go on.
+                    tracing::warn!(error = %e, "push socket: cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection::serve(
+            hub.clone(),
+            acceptor.clone(),
+            stream,
+            peer,
+            closing.child_token(),
+        ));
+    }
+    closing.cancel();
+    Ok(())
+}
+
+/// Raises this process's soft limit of open files to its hard limit, where
+/// the system has one; the limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        Some(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
