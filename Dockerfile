@@ -17,8 +17,11 @@ WORKDIR /app
 
 # Dependency layer: build every dependency against a dummy crate, so that a
 # change to src/ alone does not rebuild them. (No build.rs; the SQLite library
-# is compiled from source by libsqlite3-sys with the image's gcc.)
+# is compiled from source by libsqlite3-sys with the image's gcc.) Cargo reads
+# every workspace member, so tests/macros (the integration tests' attributes,
+# not built here) comes too.
 COPY Cargo.toml Cargo.lock ./
+COPY tests/macros ./tests/macros
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

@@ -1,143 +1,27 @@
 //! The real binary, started on port 0 and spoken to over TCP.
 
-use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::{Output, Stdio};
 
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
-use crate::common::{push_token, API_KEY, PASSWORD, RING};
-use crate::on_every_database;
+use crate::support::api::{
+    login_body, push_token, registration, sign_up_body, with, API_KEY, LOGIN, MESSAGE, PASSWORD,
+    RING, SIGN_UP,
+};
+use crate::support::every_database;
+use crate::support::server::{command, sqlite_in, Server};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pushtoken");
-
-/// The SQLite URL of a database file in `dir`.
-pub(crate) fn sqlite_in(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("pushtoken.db").display())
-}
-
-pub(crate) fn command(database_url: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database_url)
-        .env("PUSHTOKEN_LISTEN", "127.0.0.1:0")
-        .env("PUSHTOKEN_API_KEY", API_KEY)
-        .env("RUST_LOG", "info")
-        .kill_on_drop(true);
-    cmd
-}
-
-/// A running server and the address it reported.
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) address: String,
-}
-
-impl Server {
-    pub(crate) async fn start(database_url: &str) -> Server {
-        Server::spawn(command(database_url)).await
-    }
-
-    /// Runs `cmd` and waits for the address it reports listening on.
-    pub(crate) async fn spawn(mut cmd: Command) -> Server {
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn pushtoken");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("stderr") {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    return rest.split_whitespace().next().unwrap().to_owned();
-                }
-            }
-            panic!("server exited before listening");
-        })
-        .await
-        .expect("server listens within 30s");
-        // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server { child, address }
-    }
-
-    /// One HTTP/1.1 request over a fresh TCP connection, answered in JSON.
-    pub(crate) async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let (status, body) = self.call_text(method, path, token, body).await;
-        let json = serde_json::from_str(&body).unwrap_or_else(|_| panic!("json body: {body}"));
-        (status, json)
-    }
-
-    /// One HTTP/1.1 request over a fresh TCP connection; the body as text.
-    pub(crate) async fn call_text(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).await.expect("connect");
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let auth = token.map(|t| format!("Token: {t}\r\n")).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.address,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read");
-        let text = String::from_utf8(raw).expect("utf-8 response");
-        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    pub(crate) async fn stop(mut self) {
-        let pid = self.child.id().expect("running") as i32;
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits within 30s")
-            .unwrap();
-        assert!(exit.success(), "exit status {exit:?}");
-    }
-}
-
+#[every_database]
 async fn serves_on_port_0_and_keeps_data_and_sessions_across_restart(database_url: &str) {
     let server = Server::start(database_url).await;
 
     let (status, body) = server
-        .call(
-            "POST",
-            "/v1/api/user",
-            None,
-            Some(json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY })),
-        )
+        .call("POST", SIGN_UP, None, Some(sign_up_body("alice_1")))
         .await;
     assert_eq!((status, &body["message"]), (201, &json!("success")));
     let (status, body) = server
-        .call(
-            "POST",
-            "/v1/api/user/login",
-            None,
-            Some(json!({ "username": "alice_1", "password": PASSWORD })),
-        )
+        .call("POST", LOGIN, None, Some(login_body("alice_1", PASSWORD)))
         .await;
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
@@ -189,22 +73,10 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
     }
 }
 
+#[every_database]
 async fn user_add_prints_the_id_and_the_user_can_log_in(database_url: &str) {
-    let output = command(database_url)
-        .args(["user", "add", "operator_1", "--password", PASSWORD])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let first: i64 = String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("prints the id");
+    let add_operator_1 = ["user", "add", "operator_1", "--password", PASSWORD];
+    let first = added_id(run(database_url, &add_operator_1).await);
 
     let mut child = command(database_url)
         .args(["user", "add", "operator_2", "--password-stdin"])
@@ -220,37 +92,19 @@ async fn user_add_prints_the_id_and_the_user_can_log_in(database_url: &str) {
         .write_all(b"Secret_pass1\n")
         .await
         .unwrap();
-    let output = child.wait_with_output().await.unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let second: i64 = String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .expect("prints the id");
+    let second = added_id(child.wait_with_output().await.unwrap());
     assert_ne!(first, second);
 
-    let output = command(database_url)
-        .args(["user", "add", "operator_1", "--password", PASSWORD])
-        .output()
-        .await
-        .unwrap();
+    let output = run(database_url, &add_operator_1).await;
     assert!(!output.status.success(), "a taken username is refused");
-    let output = command(database_url)
-        .args(["user", "add", "123456789", "--password", PASSWORD])
-        .output()
-        .await
-        .unwrap();
+    let output = run(
+        database_url,
+        &["user", "add", "123456789", "--password", PASSWORD],
+    )
+    .await;
     assert!(!output.status.success(), "an all-digit username is refused");
 
-    let output = command(database_url)
-        .args(["user", "list"])
-        .output()
-        .await
-        .unwrap();
+    let output = run(database_url, &["user", "list"]).await;
     let listing = String::from_utf8(output.stdout).unwrap();
     assert!(
         listing.contains("operator_1") && listing.contains("operator_2"),
@@ -262,9 +116,9 @@ async fn user_add_prints_the_id_and_the_user_can_log_in(database_url: &str) {
     let (status, body) = server
         .call(
             "POST",
-            "/v1/api/user/login",
+            LOGIN,
             None,
-            Some(json!({ "username": "operator_2", "password": "Secret_pass1" })),
+            Some(login_body("operator_2", "Secret_pass1")),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -276,11 +130,7 @@ async fn user_add_prints_the_id_and_the_user_can_log_in(database_url: &str) {
 async fn migrate_creates_the_database_file_and_folder() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("a/b");
-    let output = command(&sqlite_in(&nested))
-        .arg("migrate")
-        .output()
-        .await
-        .unwrap();
+    let output = run(&sqlite_in(&nested), &["migrate"]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -307,26 +157,25 @@ async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
 }
 
 /// In a process of its own, so the figures are this server's alone.
+#[every_database]
 async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url: &str) {
     let server = Server::start(database_url).await;
-    let sign_up = json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY });
     assert_eq!(
         server
-            .call("POST", "/v1/api/user", None, Some(sign_up))
+            .call("POST", SIGN_UP, None, Some(sign_up_body("alice_1")))
             .await
             .0,
         201
     );
     let mut tokens = Vec::new();
     for _ in 0..2 {
-        let login = json!({ "username": "alice_1", "password": PASSWORD });
         let (_, body) = server
-            .call("POST", "/v1/api/user/login", None, Some(login))
+            .call("POST", LOGIN, None, Some(login_body("alice_1", PASSWORD)))
             .await;
         tokens.push(body["token"].as_str().unwrap().to_owned());
     }
-    for (base, n) in [(RING, 1), (RING, 2), ("/v1/api/user/message/token", 3)] {
-        let body = json!({ "push_token": push_token(n), "language": "en" });
+    for (base, n) in [(RING, 1), (RING, 2), (MESSAGE, 3)] {
+        let body = registration(n);
         assert_eq!(
             server
                 .call("POST", base, Some(&tokens[0]), Some(body))
@@ -371,17 +220,17 @@ async fn secrets_can_be_given_as_files() {
         .env("DATABASE_URL_FILE", &url_file)
         .env("PUSHTOKEN_API_KEY_FILE", &key_file);
     let server = Server::spawn(cmd).await;
-    let body = |key: &str| json!({ "username": "alice_1", "password": PASSWORD, "apikey": key });
+    let body = |key: &str| with(sign_up_body("alice_1"), "apikey", json!(key));
     assert_eq!(
         server
-            .call("POST", "/v1/api/user", None, Some(body(API_KEY)))
+            .call("POST", SIGN_UP, None, Some(body(API_KEY)))
             .await
             .0,
         403
     );
     assert_eq!(
         server
-            .call("POST", "/v1/api/user", None, Some(body("key-from-a-file")))
+            .call("POST", SIGN_UP, None, Some(body("key-from-a-file")))
             .await
             .0,
         201
@@ -412,8 +261,21 @@ async fn secrets_can_be_given_as_files() {
     }
 }
 
-on_every_database!(
-    serves_on_port_0_and_keeps_data_and_sessions_across_restart,
-    user_add_prints_the_id_and_the_user_can_log_in,
-    metrics_report_stored_tokens_by_family_and_active_sessions,
-);
+/// Runs the binary's command line (`user add …`, `migrate`) on `database_url`.
+async fn run(database_url: &str, args: &[&str]) -> Output {
+    command(database_url).args(args).output().await.unwrap()
+}
+
+/// The id a successful `user add` printed.
+fn added_id(output: Output) -> i64 {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("prints the id")
+}

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::common::{push_token, registration, TestApp, TestUser, FAMILIES, MESSAGE, RING};
-use crate::on_every_backend;
+use crate::support::api::{push_token, registration, FAMILIES, MESSAGE, RING};
+use crate::support::{every_backend, TestApp, TestUser};
 
 /// Every row of every user in `base`, checked against the invariants of the
 /// API: one row per push token, unique serials per user, rows only in their
@@ -52,6 +52,7 @@ async fn users(app: &TestApp, count: usize) -> Vec<TestUser> {
     users
 }
 
+#[every_backend]
 async fn concurrent_mixed_writes_keep_one_row_per_token_and_unique_serials(app: TestApp) {
     let app = Arc::new(app);
     let users = Arc::new(users(&app, 4).await);
@@ -88,6 +89,7 @@ async fn concurrent_mixed_writes_keep_one_row_per_token_and_unique_serials(app: 
     }
 }
 
+#[every_backend]
 async fn concurrent_posts_by_one_user_get_distinct_serials(app: TestApp) {
     let app = Arc::new(app);
     let user = Arc::new(app.user("alice_1").await);
@@ -117,6 +119,7 @@ async fn concurrent_posts_by_one_user_get_distinct_serials(app: TestApp) {
     );
 }
 
+#[every_backend]
 async fn concurrent_takeovers_of_one_token_leave_it_with_exactly_one_user(app: TestApp) {
     let app = Arc::new(app);
     let users = Arc::new(users(&app, 12).await);
@@ -149,6 +152,7 @@ async fn concurrent_takeovers_of_one_token_leave_it_with_exactly_one_user(app: T
     }
 }
 
+#[every_backend]
 async fn concurrent_puts_at_one_serial_leave_one_row(app: TestApp) {
     let app = Arc::new(app);
     let user = Arc::new(app.user("alice_1").await);
@@ -175,6 +179,7 @@ async fn concurrent_puts_at_one_serial_leave_one_row(app: TestApp) {
     assert_eq!(rows[0]["serial"], 5);
 }
 
+#[every_backend]
 async fn session_from_one_instance_is_accepted_by_another(app: TestApp) {
     let other = app.another_instance().await;
     let user = app.user("alice_1").await;
@@ -184,6 +189,7 @@ async fn session_from_one_instance_is_accepted_by_another(app: TestApp) {
     assert_eq!(rows[0]["push_token"], push_token(1));
 }
 
+#[every_backend]
 async fn logout_through_one_instance_is_honoured_by_all_at_once(app: TestApp) {
     let other = app.another_instance().await;
     let user = app.user("alice_1").await;
@@ -203,6 +209,7 @@ async fn logout_through_one_instance_is_honoured_by_all_at_once(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn takeover_through_another_instance_is_seen_by_the_first(app: TestApp) {
     let other = app.another_instance().await;
     let alice = app.user("alice_1").await;
@@ -217,13 +224,3 @@ async fn takeover_through_another_instance_is_seen_by_the_first(app: TestApp) {
     assert_eq!(app.get(RING, &alice.token).await.body, Value::Array(vec![]));
     assert_eq!(app.get(RING, &bob.token).await.body[0]["serial"], 9);
 }
-
-on_every_backend!(
-    concurrent_mixed_writes_keep_one_row_per_token_and_unique_serials,
-    concurrent_posts_by_one_user_get_distinct_serials,
-    concurrent_takeovers_of_one_token_leave_it_with_exactly_one_user,
-    concurrent_puts_at_one_serial_leave_one_row,
-    session_from_one_instance_is_accepted_by_another,
-    logout_through_one_instance_is_honoured_by_all_at_once,
-    takeover_through_another_instance_is_seen_by_the_first,
-);

@@ -1,8 +1,8 @@
 //! The service keeps answering under faults: a graceful stop under load
 //! (SIGTERM), PostgreSQL connections terminated under load, and the SQLite
 //! file locked by another process. Each fault ends with the service answering
-//! again by itself and nothing acknowledged lost (the writers' model is the
-//! one of `durability`).
+//! again by itself and nothing acknowledged lost (the writers' model of
+//! `support::writers`).
 //!
 //! What a graceful stop promises, precisely: a request the server has begun
 //! to handle (here: one whose handler asked for its body with
@@ -26,23 +26,13 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::binary::{sqlite_in, Server};
-use crate::common::{push_token, TestDb, FAMILIES, MESSAGE, RING};
-use crate::durability::{
-    assert_no_violations, join_writers, parse_response, session, spawn_writers, start_with,
-    try_call, Class, Outcome, Writer,
+use crate::support::api::{push_token, FAMILIES, MESSAGE, RING};
+use crate::support::server::{sqlite_in, Server};
+use crate::support::wire::{parse_response, request_head, try_call, Outcome};
+use crate::support::writers::{
+    assert_no_violations, join_writers, spawn_writers, verify_all, Class, Writer,
 };
-use crate::on_every_database;
-
-/// Sends SIGTERM to the server.
-fn sigterm(server: &Server) {
-    let pid = server.child.id().expect("running");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
+use crate::support::{every_database, TestDb};
 
 /// A request of the load, and what became of it.
 struct Record {
@@ -68,11 +58,12 @@ impl InFlight {
             .to_string()
             .into_bytes();
         let mut stream = TcpStream::connect(address).await.expect("connect");
-        let head = format!(
-            "PUT {RING}/{serial} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-             Token: {session}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             Expect: 100-continue\r\n\r\n",
-            body.len()
+        let head = request_head(
+            "PUT",
+            &format!("{RING}/{serial}"),
+            address,
+            &[("Token", session), ("Expect", "100-continue")],
+            body.len(),
         );
         stream.write_all(head.as_bytes()).await.expect("send head");
         let mut interim = Vec::new();
@@ -120,17 +111,15 @@ impl InFlight {
     }
 }
 
+#[every_database]
 async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
     database_url: &str,
 ) {
     const CLIENTS: usize = 50;
-    let mut server = start_with(database_url, &[]).await;
+    let mut server = Server::start(database_url).await;
     // Ten clients a user: POSTs of one user race for the next serial, and
     // that contention is the subject of another test.
-    let mut sessions = Vec::new();
-    for n in 0..5 {
-        sessions.push(session(&server, &format!("loader_{n}")).await);
-    }
+    let sessions = server.sessions("loader", 5).await;
     let sessions = Arc::new(sessions);
     let address = server.address.clone();
     let tokens = Arc::new(AtomicU32::new(1));
@@ -184,7 +173,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     }
     // Taken before the signal is sent: anything started later may race it.
     let signalled = Instant::now();
-    sigterm(&server);
+    server.sigterm();
 
     // The listener closes at once, while the in-flight requests keep the
     // process alive.
@@ -312,7 +301,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     assert!(before >= 100, "the load ran: {before} answered");
 
     // The in-flight writes were committed before the process exited.
-    let server = start_with(database_url, &[]).await;
+    let server = Server::start(database_url).await;
     let (status, rows) = server.call("GET", RING, Some(&sessions[0]), None).await;
     assert_eq!(status, 200, "the session survives: {rows}");
     for (_, _, serial, token) in &finished {
@@ -404,8 +393,8 @@ async fn postgres_connections_closed_while_idle_are_replaced_unnoticed() {
     let TestDb::Postgres { name, .. } = &db else {
         unreachable!()
     };
-    let server = start_with(&db.url(), &[]).await;
-    let token = session(&server, "idle_1").await;
+    let server = Server::start(&db.url()).await;
+    let token = server.session("idle_1").await;
     for round in 0..3 {
         // The pool's connections sit idle, then the database closes them.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -433,11 +422,8 @@ async fn postgres_terminated_connections_answer_quickly_recover_and_lose_nothing
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let server = start_with(&db.url(), &[("PUSHTOKEN_DB_ACQUIRE_TIMEOUT", "1s")]).await;
-    let mut sessions = Vec::new();
-    for n in 0..3 {
-        sessions.push(session(&server, &format!("writer_{n}")).await);
-    }
+    let server = Server::start_with(&db.url(), &[("PUSHTOKEN_DB_ACQUIRE_TIMEOUT", "1s")]).await;
+    let sessions = server.sessions("writer", 3).await;
     let address = Arc::new(RwLock::new(server.address.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = spawn_writers(&sessions, &address, &stop, seed);
@@ -460,10 +446,7 @@ async fn postgres_terminated_connections_answer_quickly_recover_and_lose_nothing
     let (read_problems, read_503, slowest_read) = reader.await.unwrap();
 
     assert_recovers(&mut writers, &server.address, 1000, 5).await;
-    for writer in &mut writers {
-        writer.verify(&server.address).await;
-        eprintln!("{}", writer.summary());
-    }
+    verify_all(&mut writers, &server.address).await;
     eprintln!(
         "terminated {terminated:?} server connections; reads: {read_503} answered 503, \
          slowest {slowest_read:?}"
@@ -494,11 +477,11 @@ async fn sqlite_locked_file_answers_writes_503_quickly_serves_reads_and_recovers
     let seed: u64 = rand::random();
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let server = start_with(&url, &[("PUSHTOKEN_DB_ACQUIRE_TIMEOUT", "1s")]).await;
+    let server = Server::start_with(&url, &[("PUSHTOKEN_DB_ACQUIRE_TIMEOUT", "1s")]).await;
     let tokens = Arc::new(AtomicU32::new(1));
     let mut writers = Vec::new();
     for n in 0..2 {
-        let session = session(&server, &format!("writer_{n}")).await;
+        let session = server.session(&format!("writer_{n}")).await;
         for base in FAMILIES {
             writers.push(Writer::new(
                 format!("user {n}"),
@@ -605,10 +588,7 @@ async fn sqlite_locked_file_answers_writes_503_quickly_serves_reads_and_recovers
     assert!(slowest_read < Duration::from_secs(3), "{slowest_read:?}");
 
     assert_recovers(&mut writers, &server.address, 1000, 5).await;
-    for writer in &mut writers {
-        writer.verify(&server.address).await;
-        eprintln!("{}", writer.summary());
-    }
+    verify_all(&mut writers, &server.address).await;
     assert_no_violations(&writers);
     // A write refused with 503 left nothing behind.
     for ((name, base), serials) in &refused {
@@ -627,11 +607,12 @@ async fn sqlite_locked_file_answers_writes_503_quickly_serves_reads_and_recovers
 
 /// Many clients of one user POST new tokens to one family at once, with no
 /// fault at all: each POST is answered 201 at a serial of its own.
+#[every_database]
 async fn concurrent_posts_by_one_user_are_all_answered_201(database_url: &str) {
     const CLIENTS: usize = 50;
     const POSTS: u32 = 20;
-    let server = start_with(database_url, &[]).await;
-    let session = Arc::new(session(&server, "poster_1").await);
+    let server = Server::start(database_url).await;
+    let session = Arc::new(server.session("poster_1").await);
     let tokens = Arc::new(AtomicU32::new(1));
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
@@ -670,8 +651,3 @@ async fn concurrent_posts_by_one_user_are_all_answered_201(database_url: &str) {
         &refused[..refused.len().min(3)]
     );
 }
-
-on_every_database!(
-    sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0,
-    concurrent_posts_by_one_user_are_all_answered_201,
-);

@@ -32,9 +32,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
-use crate::binary::{sqlite_in, Server};
-use crate::common::{push_token, TestApp, API_KEY, FAMILIES, PASSWORD};
-use crate::on_every_backend;
+use crate::support::api::{push_token, sign_up_body, API_KEY, FAMILIES, PASSWORD, SIGN_UP};
+use crate::support::openapi::assert_documented;
+use crate::support::server::{sqlite_in, Server};
+use crate::support::{every_backend, TestApp};
 
 // ---------------------------------------------------------------------------
 // Generated cases
@@ -738,10 +739,7 @@ impl World {
         // the document's `{serial}` template would wrongly claim.
         let unrouted = uri.ends_with('/') && status == StatusCode::NOT_FOUND;
         let documented = unrouted
-            || std::panic::catch_unwind(|| {
-                crate::openapi::assert_documented(&method, &uri, status, &json)
-            })
-            .is_ok();
+            || std::panic::catch_unwind(|| assert_documented(&method, &uri, status, &json)).is_ok();
         if !documented {
             return Err(format!("status not in openapi.yaml: {}", said()));
         }
@@ -870,23 +868,20 @@ async fn run_property(app: TestApp, name: &str, strategy: BoxedStrategy<Case>) {
     );
 }
 
+#[every_backend]
 async fn hostile_account_bodies_never_crash_and_refusals_change_nothing(app: TestApp) {
     run_property(app, "account bodies", account_cases()).await;
 }
 
+#[every_backend]
 async fn hostile_push_token_bodies_never_crash_and_refusals_change_nothing(app: TestApp) {
     run_property(app, "push-token bodies", push_token_cases()).await;
 }
 
+#[every_backend]
 async fn hostile_serials_never_crash_and_refusals_change_nothing(app: TestApp) {
     run_property(app, "serials", serial_cases()).await;
 }
-
-on_every_backend!(
-    hostile_account_bodies_never_crash_and_refusals_change_nothing,
-    hostile_push_token_bodies_never_crash_and_refusals_change_nothing,
-    hostile_serials_never_crash_and_refusals_change_nothing,
-);
 
 // ---------------------------------------------------------------------------
 // Slow and oversized clients against the real binary
@@ -1066,12 +1061,7 @@ async fn many_idle_connections_do_not_stop_a_normal_request() {
     let started = Instant::now();
     let (status, body) = tokio::time::timeout(
         Duration::from_secs(5),
-        server.call(
-            "POST",
-            "/v1/api/user",
-            None,
-            Some(json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY })),
-        ),
+        server.call("POST", SIGN_UP, None, Some(sign_up_body("alice_1"))),
     )
     .await
     .expect("served within 5 s beside 200 idle connections");

@@ -4,9 +4,10 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{registration, TestApp, FAMILIES, MESSAGE, RING};
-use crate::on_every_backend;
+use crate::support::api::{registration, FAMILIES, MESSAGE, RING};
+use crate::support::{every_backend, TestApp};
 
+#[every_backend]
 async fn unknown_route_is_json_404_not_found(app: TestApp) {
     for path in [
         "/",
@@ -19,6 +20,7 @@ async fn unknown_route_is_json_404_not_found(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn wrong_method_is_json_405_method_not_allowed(app: TestApp) {
     let user = app.user("alice_1").await;
     let cases = [
@@ -37,6 +39,7 @@ async fn wrong_method_is_json_405_method_not_allowed(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn body_over_16_kib_is_json_413_body_too_large(app: TestApp) {
     let user = app.user("alice_1").await;
     let mut big = registration(1);
@@ -55,6 +58,7 @@ async fn body_over_16_kib_is_json_413_body_too_large(app: TestApp) {
     reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
 }
 
+#[every_backend]
 async fn body_that_is_not_a_json_object_is_paramer_error(app: TestApp) {
     let user = app.user("alice_1").await;
     let bodies: [&[u8]; 9] = [
@@ -84,6 +88,7 @@ async fn body_that_is_not_a_json_object_is_paramer_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn deeply_nested_json_is_paramer_error_not_a_crash(app: TestApp) {
     let user = app.user("alice_1").await;
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
@@ -98,6 +103,7 @@ async fn deeply_nested_json_is_paramer_error_not_a_crash(app: TestApp) {
     reply.assert_error(StatusCode::BAD_REQUEST, "paramer error");
 }
 
+#[every_backend]
 async fn body_without_content_type_is_read_as_json(app: TestApp) {
     let user = app.user("alice_1").await;
     let body = serde_json::to_vec(&registration(1)).unwrap();
@@ -115,6 +121,7 @@ async fn body_without_content_type_is_read_as_json(app: TestApp) {
     reply.assert_success(StatusCode::CREATED);
 }
 
+#[every_backend]
 async fn authentication_is_checked_before_serial_and_body(app: TestApp) {
     let big = "x".repeat(17 * 1024).into_bytes();
     for base in FAMILIES {
@@ -132,6 +139,7 @@ async fn authentication_is_checked_before_serial_and_body(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn serial_is_checked_before_body(app: TestApp) {
     let user = app.user("alice_1").await;
     let big = "x".repeat(17 * 1024).into_bytes();
@@ -162,6 +170,7 @@ async fn serial_is_checked_before_body(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn every_response_carries_a_request_id(app: TestApp) {
     let reply = app.request(Method::GET, "/nowhere", &[], None).await;
     assert!(!reply.headers["x-request-id"].is_empty());
@@ -175,15 +184,3 @@ async fn every_response_carries_a_request_id(app: TestApp) {
         .await;
     assert_eq!(reply.headers["x-request-id"], "abc-123");
 }
-
-on_every_backend!(
-    unknown_route_is_json_404_not_found,
-    wrong_method_is_json_405_method_not_allowed,
-    body_over_16_kib_is_json_413_body_too_large,
-    body_that_is_not_a_json_object_is_paramer_error,
-    deeply_nested_json_is_paramer_error_not_a_crash,
-    body_without_content_type_is_read_as_json,
-    authentication_is_checked_before_serial_and_body,
-    serial_is_checked_before_body,
-    every_response_carries_a_request_id,
-);

@@ -3,15 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::common::{registration, TestApp, API_KEY, PASSWORD, RING};
-use crate::on_every_backend;
+use crate::support::api::{
+    login_body, registration, sign_up_body, LOGIN, PASSWORD, REFRESH, RING, SIGN_UP,
+};
+use crate::support::app::stalled_body;
+use crate::support::{every_backend, Reply, TestApp};
 
-fn retry_after(reply: &crate::common::Reply) -> u64 {
+fn retry_after(reply: &Reply) -> u64 {
     reply.headers["retry-after"]
         .to_str()
         .unwrap()
@@ -19,13 +21,33 @@ fn retry_after(reply: &crate::common::Reply) -> u64 {
         .unwrap()
 }
 
-async fn ten_failed_logins_lock_the_username_with_429_and_retry_after(app: TestApp) {
-    app.sign_up("alice_1").await;
-    for _ in 0..10 {
-        app.login("alice_1", "wrong_pass1")
+/// `times` logins of `username` with a wrong password, each refused as such.
+async fn fail_logins(app: &TestApp, username: &str, times: usize) {
+    for _ in 0..times {
+        app.login(username, "wrong_pass1")
             .await
             .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
     }
+}
+
+/// Asserts that `username` can log in with the right password.
+async fn assert_logs_in(app: &TestApp, username: &str) {
+    app.login(username, PASSWORD)
+        .await
+        .assert_success(StatusCode::CREATED);
+}
+
+/// Asserts that `username` is locked out, the right password too.
+async fn assert_locked(app: &TestApp, username: &str) {
+    app.login(username, PASSWORD)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+}
+
+#[every_backend]
+async fn ten_failed_logins_lock_the_username_with_429_and_retry_after(app: TestApp) {
+    app.sign_up("alice_1").await;
+    fail_logins(&app, "alice_1", 10).await;
     for password in ["wrong_pass1", PASSWORD] {
         let reply = app.login("alice_1", password).await;
         reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
@@ -37,82 +59,49 @@ async fn ten_failed_logins_lock_the_username_with_429_and_retry_after(app: TestA
     }
 }
 
+#[every_backend]
 async fn failed_logins_count_per_username(app: TestApp) {
     app.sign_up("alice_1").await;
     app.sign_up("bob_2222").await;
-    for _ in 0..10 {
-        app.login("alice_1", "wrong_pass1").await;
-    }
-    app.login("alice_1", PASSWORD)
-        .await
-        .assert_error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
-    app.login("bob_2222", PASSWORD)
-        .await
-        .assert_success(StatusCode::CREATED);
+    fail_logins(&app, "alice_1", 10).await;
+    assert_locked(&app, "alice_1").await;
+    assert_logs_in(&app, "bob_2222").await;
 }
 
+#[every_backend]
 async fn a_successful_login_resets_the_failure_count(app: TestApp) {
     app.sign_up("alice_1").await;
-    for _ in 0..9 {
-        app.login("alice_1", "wrong_pass1").await;
-    }
-    app.login("alice_1", PASSWORD)
-        .await
-        .assert_success(StatusCode::CREATED);
-    for _ in 0..9 {
-        app.login("alice_1", "wrong_pass1")
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
-    }
-    app.login("alice_1", PASSWORD)
-        .await
-        .assert_success(StatusCode::CREATED);
+    fail_logins(&app, "alice_1", 9).await;
+    assert_logs_in(&app, "alice_1").await;
+    fail_logins(&app, "alice_1", 9).await;
+    assert_logs_in(&app, "alice_1").await;
 }
 
+#[every_backend]
 async fn the_failure_limit_is_a_setting(app: TestApp) {
     let app = app.with_flags(&["--login-max-failures", "3"]).await;
     app.sign_up("alice_1").await;
-    for _ in 0..3 {
-        app.login("alice_1", "wrong_pass1").await;
-    }
-    app.login("alice_1", PASSWORD)
-        .await
-        .assert_error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+    fail_logins(&app, "alice_1", 3).await;
+    assert_locked(&app, "alice_1").await;
     let app = app.with_flags(&["--login-max-failures", "0"]).await;
-    for _ in 0..15 {
-        app.login("alice_1", "wrong_pass1")
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED, "username or password error");
-    }
-    app.login("alice_1", PASSWORD)
-        .await
-        .assert_success(StatusCode::CREATED);
+    fail_logins(&app, "alice_1", 15).await;
+    assert_logs_in(&app, "alice_1").await;
 }
 
+#[every_backend]
 async fn sign_up_login_and_refresh_from_one_address_share_one_rate(app: TestApp) {
     let app = app.with_flags(&["--auth-rate-per-minute", "4"]).await;
     let user = app.user("alice_1").await; // sign-up and login: 2 of 4
     let reply = app
-        .post_anonymous(
-            "/v1/api/user/refresh",
-            json!({ "reflash_key": user.reflash_key }),
-        )
+        .post_anonymous(REFRESH, json!({ "reflash_key": user.reflash_key }))
         .await;
     reply.assert_success(StatusCode::CREATED);
     let token = reply.body["token"].as_str().unwrap().to_owned();
-    app.login("alice_1", PASSWORD)
-        .await
-        .assert_success(StatusCode::CREATED);
+    assert_logs_in(&app, "alice_1").await;
     for (path, body) in [
-        (
-            "/v1/api/user/login",
-            json!({ "username": "alice_1", "password": PASSWORD }),
-        ),
-        (
-            "/v1/api/user",
-            json!({ "username": "bob_2222", "password": PASSWORD, "apikey": API_KEY }),
-        ),
-        ("/v1/api/user/refresh", json!({ "reflash_key": "anything" })),
+        (LOGIN, login_body("alice_1", PASSWORD)),
+        (SIGN_UP, sign_up_body("bob_2222")),
+        (REFRESH, json!({ "reflash_key": "anything" })),
     ] {
         let reply = app.post_anonymous(path, body).await;
         reply.assert_error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
@@ -124,13 +113,7 @@ async fn sign_up_login_and_refresh_from_one_address_share_one_rate(app: TestApp)
         .assert_success(StatusCode::CREATED);
 }
 
-/// A body that never arrives.
-fn stalled_body() -> Body {
-    Body::from_stream(futures_util::stream::pending::<
-        Result<Vec<u8>, std::io::Error>,
-    >())
-}
-
+#[every_backend]
 async fn a_request_over_the_timeout_is_408_request_timeout(app: TestApp) {
     let app = app.with_flags(&["--request-timeout", "1s"]).await;
     let user = app.user("alice_1").await;
@@ -149,6 +132,7 @@ async fn a_request_over_the_timeout_is_408_request_timeout(app: TestApp) {
     app.get(RING, &user.token).await.assert_success_list();
 }
 
+#[every_backend]
 async fn requests_over_the_in_flight_cap_get_503_server_busy_at_once(app: TestApp) {
     let app = app
         .with_flags(&["--max-in-flight", "1", "--request-timeout", "1s"])
@@ -178,13 +162,3 @@ async fn requests_over_the_in_flight_cap_get_503_server_busy_at_once(app: TestAp
     );
     app.get(RING, &user.token).await.assert_success_list();
 }
-
-on_every_backend!(
-    ten_failed_logins_lock_the_username_with_429_and_retry_after,
-    failed_logins_count_per_username,
-    a_successful_login_resets_the_failure_count,
-    the_failure_limit_is_a_setting,
-    sign_up_login_and_refresh_from_one_address_share_one_rate,
-    a_request_over_the_timeout_is_408_request_timeout,
-    requests_over_the_in_flight_cap_get_503_server_busy_at_once,
-);

@@ -1,8 +1,12 @@
-//! Integration tests through the router, every scenario on every backend.
+//! Integration tests, one test binary. Most drive the router in-process; a
+//! few start the real binary on port 0. Every scenario runs on SQLite and on
+//! PostgreSQL, each test on a database of its own: see `support` for how a
+//! scenario is declared, and for everything the files share.
+
+mod support;
 
 mod accounts;
 mod binary;
-mod common;
 mod concurrency;
 mod durability;
 mod faults;

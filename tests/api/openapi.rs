@@ -3,63 +3,14 @@
 //! server answers every status the document lists and no other.
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{push_token, registration, TestApp, PASSWORD};
-use crate::on_every_backend;
-
-/// The document the code generates, as JSON.
-static SPEC: LazyLock<Value> =
-    LazyLock::new(|| serde_json::from_str(&pushtoken::http::openapi().to_json().unwrap()).unwrap());
-
-/// The spec path template that `path` falls under, if any.
-fn template_of(path: &str) -> Option<&'static str> {
-    let segments: Vec<&str> = path.split('/').collect();
-    SPEC["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .find(|template| {
-            let parts: Vec<&str> = template.split('/').collect();
-            parts.len() == segments.len()
-                && parts
-                    .iter()
-                    .zip(&segments)
-                    .all(|(t, s)| t.starts_with('{') || t == s)
-        })
-}
-
-/// Panics unless the document lists `status` for this request's operation
-/// (or the answer is the JSON 404/405 of an unknown route or method).
-pub fn assert_documented(method: &Method, uri: &str, status: StatusCode, body: &Value) {
-    let path = uri.split('?').next().unwrap();
-    let Some(template) = template_of(path) else {
-        assert_eq!(
-            (status, &body["message"]),
-            (StatusCode::NOT_FOUND, &json!("not found")),
-            "{method} {uri}"
-        );
-        return;
-    };
-    let operation = &SPEC["paths"][template][method.as_str().to_lowercase()];
-    if operation.is_null() {
-        let answer = (status, &body["message"]);
-        assert_eq!(
-            answer,
-            (StatusCode::METHOD_NOT_ALLOWED, &json!("method not allowed")),
-            "{method} {uri}"
-        );
-        return;
-    }
-    assert!(
-        operation["responses"].get(status.as_str()).is_some(),
-        "{method} {template} answered {status} {body}, which openapi.yaml does not list"
-    );
-}
+use crate::support::api::{login_body, push_token, registration, sign_up_body, with, PASSWORD};
+use crate::support::app::stalled_body;
+use crate::support::openapi::{assert_documented, SPEC};
+use crate::support::{every_backend, TestApp};
 
 #[test]
 fn committed_openapi_yaml_is_what_the_code_generates() {
@@ -151,10 +102,8 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
     let json = |v: Value| serde_json::to_vec(&v).unwrap();
     let is_tokens = template.contains("/token");
     let valid = match template {
-        "/v1/api/user" => {
-            json!({ "username": "new_user", "password": PASSWORD, "apikey": crate::common::API_KEY })
-        }
-        "/v1/api/user/login" => json!({ "username": user.username, "password": PASSWORD }),
+        "/v1/api/user" => sign_up_body("new_user"),
+        "/v1/api/user/login" => login_body(&user.username, PASSWORD),
         "/v1/api/user/refresh" => json!({ "reflash_key": user.reflash_key }),
         _ => registration(1),
     };
@@ -166,18 +115,27 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
         (_, 413) => send(method, &path, &auth, big).await,
         (_, 408) => {
             // The server runs with a 1 s request timeout; the body never comes.
-            let stalled = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
             let request = axum::http::Request::builder()
                 .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
                 .uri(&path)
                 .header("token", token)
-                .body(axum::body::Body::from_stream(stalled))
+                .body(stalled_body())
                 .unwrap();
-            let response = tower::ServiceExt::oneshot(app.router(), request).await.unwrap();
+            let response = tower::ServiceExt::oneshot(app.router(), request)
+                .await
+                .unwrap();
             let status = response.status();
-            let bytes = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
             let body: Value = serde_json::from_slice(&bytes).unwrap();
-            assert_documented(&Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), &path, status, &body);
+            assert_documented(
+                &Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                &path,
+                status,
+                &body,
+            );
             (status, body)
         }
         (_, 429) => {
@@ -185,9 +143,17 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
             // minute per address; `app.user` spent both.
             send(method, &path, &[], json(valid)).await
         }
-        (_, 401) if is_tokens || template.ends_with("/logout") => send(method, &path, &[("token", "forged")], json(json!({}))).await,
+        (_, 401) if is_tokens || template.ends_with("/logout") => {
+            send(method, &path, &[("token", "forged")], json(json!({}))).await
+        }
         ("post", 401) if template.ends_with("/login") => {
-            send(method, &path, &[], json(json!({ "username": user.username, "password": "wrong_pass1" }))).await
+            send(
+                method,
+                &path,
+                &[],
+                json(login_body(&user.username, "wrong_pass1")),
+            )
+            .await
         }
         ("post", 401) => send(method, &path, &[], json(json!({ "reflash_key": "forged" }))).await,
         (_, 400) => {
@@ -195,29 +161,69 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
             send(method, &path, &auth, b"[]".to_vec()).await
         }
         ("post", 201) if template == "/v1/api/user" => {
-            send(method, &path, &[], json(json!({ "username": "new_user", "password": PASSWORD, "apikey": crate::common::API_KEY }))).await
+            send(method, &path, &[], json(sign_up_body("new_user"))).await
         }
         ("post", 403) if template == "/v1/api/user" => {
-            send(method, &path, &[], json(json!({ "username": "new_user", "password": PASSWORD, "apikey": "wrong" }))).await
+            send(
+                method,
+                &path,
+                &[],
+                json(with(sign_up_body("new_user"), "apikey", json!("wrong"))),
+            )
+            .await
         }
         ("post", 409) if template == "/v1/api/user" => {
-            send(method, &path, &[], json(json!({ "username": user.username, "password": PASSWORD, "apikey": crate::common::API_KEY }))).await
+            send(method, &path, &[], json(sign_up_body(&user.username))).await
         }
         ("post", 201) if template.ends_with("/login") => {
-            send(method, &path, &[], json(json!({ "username": user.username, "password": PASSWORD }))).await
+            send(
+                method,
+                &path,
+                &[],
+                json(login_body(&user.username, PASSWORD)),
+            )
+            .await
         }
-        ("post", 201) if template.ends_with("/refresh") => send(method, &path, &[], json(json!({ "reflash_key": user.reflash_key }))).await,
-        ("post", 200) if template.ends_with("/logout") => send(method, &path, &auth, Vec::new()).await,
-        ("get", 200) | ("delete", 200) if !template.contains('{') => send(method, &path, &auth, Vec::new()).await,
+        ("post", 201) if template.ends_with("/refresh") => {
+            send(
+                method,
+                &path,
+                &[],
+                json(json!({ "reflash_key": user.reflash_key })),
+            )
+            .await
+        }
+        ("post", 200) if template.ends_with("/logout") => {
+            send(method, &path, &auth, Vec::new()).await
+        }
+        ("get", 200) | ("delete", 200) if !template.contains('{') => {
+            send(method, &path, &auth, Vec::new()).await
+        }
         ("post", 201) | ("put", 201) => send(method, &path, &auth, json(registration(1))).await,
         ("post", 200) | ("put", 200) => {
             send(method, &path, &auth, json(registration(1))).await;
             send(method, &path, &auth, json(registration(1))).await
         }
-        (_, 403) => send(method, &path, &auth, json(json!({ "push_token": push_token(1), "language": "en", "id": user.id + 1000 }))).await,
+        (_, 403) => {
+            send(
+                method,
+                &path,
+                &auth,
+                json(
+                    json!({ "push_token": push_token(1), "language": "en", "id": user.id + 1000 }),
+                ),
+            )
+            .await
+        }
         ("post", 409) => {
             let top = template.replace("{serial}", "9223372036854775807");
-            send("put", &format!("{top}/9223372036854775807"), &auth, json(registration(2))).await;
+            send(
+                "put",
+                &format!("{top}/9223372036854775807"),
+                &auth,
+                json(registration(2)),
+            )
+            .await;
             send(method, &path, &auth, json(registration(1))).await
         }
         ("delete", 200) => {
@@ -230,6 +236,7 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
     }
 }
 
+#[every_backend]
 async fn every_status_the_document_lists_is_answered(app: TestApp) {
     let mut cases = Vec::new();
     for (template, operations) in SPEC["paths"].as_object().unwrap() {
@@ -260,6 +267,7 @@ async fn every_status_the_document_lists_is_answered(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn openapi_yaml_and_json_are_served_and_match_the_document(app: TestApp) {
     let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     let (status, headers, yaml) = app
@@ -276,6 +284,7 @@ async fn openapi_yaml_and_json_are_served_and_match_the_document(app: TestApp) {
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), *SPEC);
 }
 
+#[every_backend]
 async fn docs_serve_an_api_explorer_with_no_outside_assets(app: TestApp) {
     let (status, headers, _) = app.send_bytes(Method::GET, "/docs", &[], Vec::new()).await;
     assert!(
@@ -305,9 +314,3 @@ async fn docs_serve_an_api_explorer_with_no_outside_assets(app: TestApp) {
         .await;
     assert!(String::from_utf8(init).unwrap().contains("/openapi.json"));
 }
-
-on_every_backend!(
-    every_status_the_document_lists_is_answered,
-    openapi_yaml_and_json_are_served_and_match_the_document,
-    docs_serve_an_api_explorer_with_no_outside_assets,
-);

@@ -2,21 +2,24 @@
 
 use axum::http::{Method, StatusCode};
 
-use crate::common::{registration, TestApp, RING};
-use crate::on_every_backend;
+use crate::support::api::{registration, RING};
+use crate::support::{every_backend, TestApp};
 
+#[every_backend]
 async fn healthz_answers_200_without_authentication(app: TestApp) {
     let reply = app.request(Method::GET, "/healthz", &[], None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["status"], "ok");
 }
 
+#[every_backend]
 async fn readyz_answers_200_when_the_database_answers(app: TestApp) {
     let reply = app.request(Method::GET, "/readyz", &[], None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["database"], app.state.store.backend());
 }
 
+#[every_backend]
 async fn readyz_answers_503_once_the_database_is_closed(app: TestApp) {
     app.state.store.close().await;
     let reply = app.request(Method::GET, "/readyz", &[], None).await;
@@ -29,6 +32,7 @@ async fn readyz_answers_503_once_the_database_is_closed(app: TestApp) {
     );
 }
 
+#[every_backend]
 async fn metrics_count_requests_by_route_template_in_prometheus_format(app: TestApp) {
     let user = app.user("alice_1").await;
     app.put(&format!("{RING}/41"), &user.token, registration(1))
@@ -110,10 +114,3 @@ async fn sqlite_commits_concurrent_writes_together_and_shows_it_in_metrics() {
         assert!(text.contains(counter), "{counter} in {text}");
     }
 }
-
-on_every_backend!(
-    metrics_count_requests_by_route_template_in_prometheus_format,
-    healthz_answers_200_without_authentication,
-    readyz_answers_200_when_the_database_answers,
-    readyz_answers_503_once_the_database_is_closed,
-);

@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::common::{database_url, postgres_admin_url, registration, TestApp, TestDb, RING};
+use crate::support::api::{registration, RING};
+use crate::support::db::{database_url, postgres_admin_url};
+use crate::support::{TestApp, TestDb};
 
 /// A relay from a local port to the PostgreSQL server that can be cut.
 struct Relay {

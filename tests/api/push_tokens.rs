@@ -4,8 +4,8 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{push_token, registration, TestApp, FAMILIES, MESSAGE, RING};
-use crate::on_every_backend;
+use crate::support::api::{push_token, registration, with, FAMILIES, MESSAGE, RING};
+use crate::support::{every_backend, TestApp};
 
 /// The keys of a row, exactly.
 const ROW_KEYS: [&str; 12] = [
@@ -31,12 +31,6 @@ const VENDOR_PHONE_MODEL: &str = "phone:Xiaomi_Mi_10/App:钉钉智能_1.0.0/Andr
 /// `{base}/{serial}`.
 fn at(base: &str, serial: impl std::fmt::Display) -> String {
     format!("{base}/{serial}")
-}
-
-/// `body` with `field` set to `value`.
-fn with(mut body: Value, field: &str, value: Value) -> Value {
-    body[field] = value;
-    body
 }
 
 /// The caller's rows of a family, asserting a 200 JSON array.
@@ -150,6 +144,7 @@ async fn expect_accepted(app: &TestApp, token: &str, body: &Value) -> Vec<Value>
 
 // ---------------------------------------------------------------- GET
 
+#[every_backend]
 async fn post_creates_row_at_serial_one_with_defaults(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -166,6 +161,7 @@ async fn post_creates_row_at_serial_one_with_defaults(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn get_lists_an_empty_array_for_a_new_user(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -175,6 +171,7 @@ async fn get_lists_an_empty_array_for_a_new_user(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn get_lists_rows_ordered_by_serial(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -190,6 +187,7 @@ async fn get_lists_rows_ordered_by_serial(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn get_rows_have_exactly_the_vendor_keys(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -222,6 +220,7 @@ async fn get_rows_have_exactly_the_vendor_keys(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn families_hold_separate_data(app: TestApp) {
     let user = app.user("alice_1").await;
     app.put(&at(RING, 1), &user.token, registration(1))
@@ -261,6 +260,7 @@ async fn families_hold_separate_data(app: TestApp) {
     );
 }
 
+#[every_backend]
 async fn push_token_routes_require_a_session(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -289,6 +289,7 @@ async fn push_token_routes_require_a_session(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn push_token_routes_answer_405_for_wrong_methods(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -314,6 +315,7 @@ async fn push_token_routes_answer_405_for_wrong_methods(app: TestApp) {
 
 // ---------------------------------------------------------------- POST
 
+#[every_backend]
 async fn post_serial_is_one_more_than_the_callers_highest(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -343,6 +345,7 @@ async fn post_serial_is_one_more_than_the_callers_highest(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn post_serial_counts_only_that_family(app: TestApp) {
     let user = app.user("alice_1").await;
     app.put(&at(RING, 40), &user.token, registration(1))
@@ -355,6 +358,7 @@ async fn post_serial_counts_only_that_family(app: TestApp) {
     assert_eq!(reply.body["serial"], 41);
 }
 
+#[every_backend]
 async fn post_after_serial_zero_only_is_serial_one(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -367,6 +371,7 @@ async fn post_after_serial_zero_only_is_serial_one(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn post_answers_success_with_the_stored_row(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -385,6 +390,7 @@ async fn post_answers_success_with_the_stored_row(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn post_of_a_token_already_held_updates_that_row_with_200(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -421,6 +427,7 @@ async fn post_of_a_token_already_held_updates_that_row_with_200(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn post_accepts_the_vendor_android_client_unchanged(app: TestApp) {
     let user = app.user("alice_1").await;
     for (n, base) in (1..).zip(FAMILIES) {
@@ -468,6 +475,7 @@ async fn post_accepts_the_vendor_android_client_unchanged(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn post_accepts_a_bearer_token_and_no_content_type(app: TestApp) {
     let user = app.user("alice_1").await;
     let bearer = format!("Bearer {}", user.token);
@@ -524,6 +532,7 @@ async fn post_accepts_a_bearer_token_and_no_content_type(app: TestApp) {
 
 // ---------------------------------------------------------------- PUT
 
+#[every_backend]
 async fn put_creates_with_201_then_updates_with_200(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -566,6 +575,7 @@ async fn put_creates_with_201_then_updates_with_200(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn put_update_keeps_absent_optional_fields_and_changes_present_ones(app: TestApp) {
     let user = app.user("alice_1").await;
     let full = json!({
@@ -622,6 +632,7 @@ async fn put_update_keeps_absent_optional_fields_and_changes_present_ones(app: T
     }
 }
 
+#[every_backend]
 async fn put_create_gives_absent_optional_fields_their_defaults(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -643,6 +654,7 @@ async fn put_create_gives_absent_optional_fields_their_defaults(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn put_requires_push_token_and_language_on_create_and_update(app: TestApp) {
     let user = app.user("alice_1").await;
     // Nothing stored: a create.
@@ -694,6 +706,7 @@ async fn put_requires_push_token_and_language_on_create_and_update(app: TestApp)
     .await;
 }
 
+#[every_backend]
 async fn put_accepts_serial_zero_and_leading_zeros(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -728,6 +741,7 @@ async fn put_accepts_serial_zero_and_leading_zeros(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn serial_that_is_not_a_non_negative_int64_is_serial_format_error(app: TestApp) {
     let user = app.user("alice_1").await;
     let bad_serials = [
@@ -777,6 +791,7 @@ async fn serial_that_is_not_a_non_negative_int64_is_serial_format_error(app: Tes
     }
 }
 
+#[every_backend]
 async fn put_accepts_the_largest_int64_serial(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -804,6 +819,7 @@ async fn put_accepts_the_largest_int64_serial(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn requests_are_checked_token_then_serial_then_body(app: TestApp) {
     let user = app.user("alice_1").await;
     let huge =
@@ -841,6 +857,7 @@ async fn requests_are_checked_token_then_serial_then_body(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn body_that_is_not_a_json_object_is_paramer_error(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -881,6 +898,7 @@ async fn body_that_is_not_a_json_object_is_paramer_error(app: TestApp) {
 
 // ---------------------------------------------------------------- DELETE
 
+#[every_backend]
 async fn delete_one_answers_success_and_the_row_is_gone(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -907,6 +925,7 @@ async fn delete_one_answers_success_and_the_row_is_gone(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn delete_of_a_missing_serial_is_no_data_error(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -933,6 +952,7 @@ async fn delete_of_a_missing_serial_is_no_data_error(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn delete_of_another_users_serial_is_no_data_error_and_their_row_survives(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -956,6 +976,7 @@ async fn delete_of_another_users_serial_is_no_data_error_and_their_row_survives(
     }
 }
 
+#[every_backend]
 async fn delete_all_answers_the_count_of_deleted_rows(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -979,6 +1000,7 @@ async fn delete_all_answers_the_count_of_deleted_rows(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn delete_all_clears_only_that_family_and_only_the_callers_rows(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1017,6 +1039,7 @@ async fn delete_all_clears_only_that_family_and_only_the_callers_rows(app: TestA
 
 // ---------------------------------------------------------------- fields
 
+#[every_backend]
 async fn push_token_must_be_exactly_64_characters(app: TestApp) {
     let user = app.user("alice_1").await;
     for len in [0usize, 1, 32, 63, 65, 128, 200] {
@@ -1043,6 +1066,7 @@ async fn push_token_must_be_exactly_64_characters(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn push_token_must_be_printable_ascii_without_spaces(app: TestApp) {
     let user = app.user("alice_1").await;
     let at_64 = |c: &str| format!("{}{c}", "a".repeat(63));
@@ -1069,6 +1093,7 @@ async fn push_token_must_be_printable_ascii_without_spaces(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn language_must_be_2_to_11_word_or_dash_characters(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in ["", "e", "abcdefghijkl", "zh-Hans-CN-x"] {
@@ -1104,6 +1129,7 @@ async fn language_must_be_2_to_11_word_or_dash_characters(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn dev_must_be_the_integer_0_or_1(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in [json!(2), json!(-1), json!(100), json!(i64::MAX)] {
@@ -1147,6 +1173,7 @@ async fn dev_must_be_the_integer_0_or_1(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn bundleid_must_be_1_to_155_of_its_characters(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in [String::new(), "a".repeat(156), "a".repeat(300)] {
@@ -1194,6 +1221,7 @@ async fn bundleid_must_be_1_to_155_of_its_characters(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn os_is_at_most_32_characters_without_control_characters(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in ["a".repeat(33), "x".repeat(100)] {
@@ -1232,6 +1260,7 @@ async fn os_is_at_most_32_characters_without_control_characters(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn os_token_is_at_most_4096_printable_ascii_without_spaces(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in ["a".repeat(4097), "a".repeat(5000)] {
@@ -1273,6 +1302,7 @@ async fn os_token_is_at_most_4096_printable_ascii_without_spaces(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn push_platform_is_at_most_32_word_or_dash_characters_kept_as_sent(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in ["a".repeat(33), "F".repeat(64)] {
@@ -1317,6 +1347,7 @@ async fn push_platform_is_at_most_32_word_or_dash_characters_kept_as_sent(app: T
     }
 }
 
+#[every_backend]
 async fn phone_model_is_at_most_128_characters_without_control_characters(app: TestApp) {
     let user = app.user("alice_1").await;
     for bad in ["a".repeat(129), "钉".repeat(129)] {
@@ -1360,6 +1391,7 @@ async fn phone_model_is_at_most_128_characters_without_control_characters(app: T
     }
 }
 
+#[every_backend]
 async fn id_may_be_absent_zero_or_the_callers_own_and_nothing_else(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1399,6 +1431,7 @@ async fn id_may_be_absent_zero_or_the_callers_own_and_nothing_else(app: TestApp)
     }
 }
 
+#[every_backend]
 async fn wrong_json_types_are_format_errors(app: TestApp) {
     let user = app.user("alice_1").await;
     let cases = [
@@ -1426,6 +1459,7 @@ async fn wrong_json_types_are_format_errors(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn null_counts_as_absent(app: TestApp) {
     let user = app.user("alice_1").await;
     expect_rejected(
@@ -1469,6 +1503,7 @@ async fn null_counts_as_absent(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn first_failing_field_in_the_listed_order_is_reported(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1565,6 +1600,7 @@ async fn first_failing_field_in_the_listed_order_is_reported(app: TestApp) {
     .await;
 }
 
+#[every_backend]
 async fn unknown_fields_are_ignored(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -1594,6 +1630,7 @@ async fn unknown_fields_are_ignored(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn a_rejected_request_changes_nothing(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1693,6 +1730,7 @@ async fn a_rejected_request_changes_nothing(app: TestApp) {
 
 // ---------------------------------------------------------------- bundleid header
 
+#[every_backend]
 async fn bundleid_header_is_the_default_on_create(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -1745,6 +1783,7 @@ async fn bundleid_header_is_the_default_on_create(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn body_bundleid_wins_over_the_header(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -1772,6 +1811,7 @@ async fn body_bundleid_wins_over_the_header(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn bundleid_header_does_not_change_the_stored_bundleid_on_update(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -1809,6 +1849,7 @@ async fn bundleid_header_does_not_change_the_stored_bundleid_on_update(app: Test
 
 // ---------------------------------------------------------------- one token, one row
 
+#[every_backend]
 async fn put_of_a_token_held_at_another_serial_moves_it(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -1839,6 +1880,7 @@ async fn put_of_a_token_held_at_another_serial_moves_it(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn put_of_a_token_another_user_holds_takes_it_over(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1863,6 +1905,7 @@ async fn put_of_a_token_another_user_holds_takes_it_over(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn post_of_a_token_another_user_holds_takes_it_over(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1894,6 +1937,7 @@ async fn post_of_a_token_another_user_holds_takes_it_over(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn one_token_one_row_holds_per_family(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1944,6 +1988,7 @@ async fn one_token_one_row_holds_per_family(app: TestApp) {
 
 // ---------------------------------------------------------------- isolation
 
+#[every_backend]
 async fn another_users_get_never_shows_my_rows(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -1969,6 +2014,7 @@ async fn another_users_get_never_shows_my_rows(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn another_users_put_at_the_same_serial_creates_their_own_row(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -2010,6 +2056,7 @@ async fn another_users_put_at_the_same_serial_creates_their_own_row(app: TestApp
     }
 }
 
+#[every_backend]
 async fn another_users_delete_all_leaves_my_rows(app: TestApp) {
     let alice = app.user("alice_1").await;
     let bob = app.user("bob_22").await;
@@ -2033,6 +2080,7 @@ async fn another_users_delete_all_leaves_my_rows(app: TestApp) {
 
 // ---------------------------------------------------------------- restart
 
+#[every_backend]
 async fn rows_survive_a_restart_and_the_session_still_works(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -2071,6 +2119,7 @@ async fn rows_survive_a_restart_and_the_session_still_works(app: TestApp) {
     }
 }
 
+#[every_backend]
 async fn integral_json_numbers_count_as_integers(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
@@ -2083,61 +2132,3 @@ async fn integral_json_numbers_count_as_integers(app: TestApp) {
         assert_eq!(reply.body["dev"], 1);
     }
 }
-
-on_every_backend!(
-    integral_json_numbers_count_as_integers,
-    post_creates_row_at_serial_one_with_defaults,
-    get_lists_an_empty_array_for_a_new_user,
-    get_lists_rows_ordered_by_serial,
-    get_rows_have_exactly_the_vendor_keys,
-    families_hold_separate_data,
-    push_token_routes_require_a_session,
-    push_token_routes_answer_405_for_wrong_methods,
-    post_serial_is_one_more_than_the_callers_highest,
-    post_serial_counts_only_that_family,
-    post_after_serial_zero_only_is_serial_one,
-    post_answers_success_with_the_stored_row,
-    post_of_a_token_already_held_updates_that_row_with_200,
-    post_accepts_the_vendor_android_client_unchanged,
-    post_accepts_a_bearer_token_and_no_content_type,
-    put_creates_with_201_then_updates_with_200,
-    put_update_keeps_absent_optional_fields_and_changes_present_ones,
-    put_create_gives_absent_optional_fields_their_defaults,
-    put_requires_push_token_and_language_on_create_and_update,
-    put_accepts_serial_zero_and_leading_zeros,
-    serial_that_is_not_a_non_negative_int64_is_serial_format_error,
-    put_accepts_the_largest_int64_serial,
-    requests_are_checked_token_then_serial_then_body,
-    body_that_is_not_a_json_object_is_paramer_error,
-    delete_one_answers_success_and_the_row_is_gone,
-    delete_of_a_missing_serial_is_no_data_error,
-    delete_of_another_users_serial_is_no_data_error_and_their_row_survives,
-    delete_all_answers_the_count_of_deleted_rows,
-    delete_all_clears_only_that_family_and_only_the_callers_rows,
-    push_token_must_be_exactly_64_characters,
-    push_token_must_be_printable_ascii_without_spaces,
-    language_must_be_2_to_11_word_or_dash_characters,
-    dev_must_be_the_integer_0_or_1,
-    bundleid_must_be_1_to_155_of_its_characters,
-    os_is_at_most_32_characters_without_control_characters,
-    os_token_is_at_most_4096_printable_ascii_without_spaces,
-    push_platform_is_at_most_32_word_or_dash_characters_kept_as_sent,
-    phone_model_is_at_most_128_characters_without_control_characters,
-    id_may_be_absent_zero_or_the_callers_own_and_nothing_else,
-    wrong_json_types_are_format_errors,
-    null_counts_as_absent,
-    first_failing_field_in_the_listed_order_is_reported,
-    unknown_fields_are_ignored,
-    a_rejected_request_changes_nothing,
-    bundleid_header_is_the_default_on_create,
-    body_bundleid_wins_over_the_header,
-    bundleid_header_does_not_change_the_stored_bundleid_on_update,
-    put_of_a_token_held_at_another_serial_moves_it,
-    put_of_a_token_another_user_holds_takes_it_over,
-    post_of_a_token_another_user_holds_takes_it_over,
-    one_token_one_row_holds_per_family,
-    another_users_get_never_shows_my_rows,
-    another_users_put_at_the_same_serial_creates_their_own_row,
-    another_users_delete_all_leaves_my_rows,
-    rows_survive_a_restart_and_the_session_still_works,
-);

@@ -13,10 +13,9 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::binary::Server;
-use crate::common::{API_KEY, PASSWORD};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pushtoken");
+use crate::support::api::{login_body, sign_up_body, PASSWORD};
+use crate::support::server::{self, sqlite_in, Server};
+use crate::support::wire::{parse_response, request};
 
 /// A self-signed certificate for localhost and 127.0.0.1, written as PEM
 /// files into `dir`; returns its DER for the client's trust store.
@@ -31,20 +30,12 @@ fn self_signed(dir: &Path) -> CertificateDer<'static> {
     cert.der().clone()
 }
 
+/// The binary on a SQLite file in `dir`, serving HTTPS with the certificate
+/// and key [`self_signed`] wrote there.
 fn command(dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.join("db/pushtoken.db").display()),
-        )
-        .env("PUSHTOKEN_LISTEN", "127.0.0.1:0")
-        .env("PUSHTOKEN_API_KEY", API_KEY)
-        .env("PUSHTOKEN_TLS_CERT", dir.join("cert.pem"))
-        .env("PUSHTOKEN_TLS_KEY", dir.join("key.pem"))
-        .env("RUST_LOG", "info")
-        .kill_on_drop(true);
+    let mut cmd = server::command(&sqlite_in(&dir.join("db")));
+    cmd.env("PUSHTOKEN_TLS_CERT", dir.join("cert.pem"))
+        .env("PUSHTOKEN_TLS_KEY", dir.join("key.pem"));
     cmd
 }
 
@@ -69,19 +60,13 @@ async fn https(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .expect("TLS handshake with the server's certificate");
-    let body = body.to_string();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = request(method, path, "localhost", &[], &body.to_string());
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     // A peer may close without close_notify; what was read counts.
     let _ = tls.read_to_end(&mut raw).await;
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) = parse_response(&raw).expect("an HTTP response");
+    (status, serde_json::from_slice(body).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -93,10 +78,10 @@ async fn with_a_certificate_the_server_speaks_https() {
 
     let (status, body) = https(&address, &cert, "GET", "/healthz", json!(null)).await;
     assert_eq!((status, &body["status"]), (200, &json!("ok")));
-    let sign_up = json!({ "username": "alice_1", "password": PASSWORD, "apikey": API_KEY });
+    let sign_up = sign_up_body("alice_1");
     let (status, _) = https(&address, &cert, "POST", "/v1/api/user", sign_up).await;
     assert_eq!(status, 201);
-    let login = json!({ "username": "alice_1", "password": PASSWORD });
+    let login = login_body("alice_1", PASSWORD);
     let (status, body) = https(&address, &cert, "POST", "/v1/api/user/login", login).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["message"], "success");

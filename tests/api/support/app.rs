@@ -1,7 +1,6 @@
-//! The test harness: a `TestApp` per test, with a database of its own, driven
-//! in-process through the router.
+//! The server in-process: a `TestApp` per test, on a database of its own,
+//! driven through the router.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,163 +9,12 @@ use axum::Router;
 use http_body_util::BodyExt;
 use pushtoken::config::{Cli, Config};
 use pushtoken::AppState;
-use serde_json::{json, Value};
-use tempfile::TempDir;
+use serde_json::Value;
 use tower::ServiceExt;
 
-pub const API_KEY: &str = "test-registration-key";
-pub const PASSWORD: &str = "password_1";
-pub const RING: &str = "/v1/api/user/token";
-pub const MESSAGE: &str = "/v1/api/user/message/token";
-pub const FAMILIES: [&str; 2] = [RING, MESSAGE];
-
-/// Runs each named scenario `async fn name(app: TestApp)` as a test on every
-/// backend.
-#[macro_export]
-macro_rules! on_every_backend {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::TestApp::sqlite().await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::TestApp::postgres().await).await;
-                }
-            )+
-        }
-    };
-}
-
-/// The PostgreSQL server the tests use: `TEST_DATABASE_URL`, else the local
-/// server at 127.0.0.1:5432. Each test makes a database of its own there.
-pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// Runs each named scenario `async fn name(database_url: &str)` (for tests
-/// of the real binary) on a fresh SQLite file and on a fresh PostgreSQL
-/// database.
-#[macro_export]
-macro_rules! on_every_database {
-    ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = $crate::common::TestDb::sqlite();
-                    super::$name(&db.url()).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = $crate::common::TestDb::postgres().await;
-                    super::$name(&db.url()).await;
-                }
-            )+
-        }
-    };
-}
-
-/// Where a test's database lives; removed when the test ends.
-pub enum TestDb {
-    Sqlite { dir: TempDir },
-    Postgres { admin_url: String, name: String },
-}
-
-impl TestDb {
-    pub fn sqlite() -> Self {
-        TestDb::Sqlite {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    /// A new, empty PostgreSQL database; panics loudly when the server
-    /// cannot be reached, so a missing server never skips tests.
-    pub async fn postgres() -> Self {
-        use sqlx::Connection;
-        let admin_url = postgres_admin_url();
-        let name = format!("pushtoken_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at TEST_DATABASE_URL={admin_url} is not reachable: {e}")
-            });
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        let _ = admin.close().await;
-        TestDb::Postgres { admin_url, name }
-    }
-
-    pub fn url(&self) -> String {
-        match self {
-            TestDb::Sqlite { dir } => {
-                format!("sqlite://{}", dir.path().join("db/pushtoken.db").display())
-            }
-            TestDb::Postgres { admin_url, name } => database_url(admin_url, name),
-        }
-    }
-
-    pub fn sqlite_dir(&self) -> Option<PathBuf> {
-        match self {
-            TestDb::Sqlite { dir } => Some(dir.path().to_path_buf()),
-            TestDb::Postgres { .. } => None,
-        }
-    }
-}
-
-/// `admin_url` with its database name replaced by `name`.
-pub fn database_url(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (admin_url, String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    format!("{}/{name}{query}", &base[..host_end])
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let TestDb::Postgres { admin_url, name } = self else {
-            return;
-        };
-        let (admin_url, name) = (admin_url.clone(), name.clone());
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop a test database");
-        }
-    }
-}
+use super::api::{login_body, sign_up_body, API_KEY, LOGIN, PASSWORD, SIGN_UP};
+use super::openapi::assert_documented;
+use super::TestDb;
 
 /// One server instance on a test database; several may share one database.
 pub struct TestApp {
@@ -272,7 +120,7 @@ impl TestApp {
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes))
         });
-        crate::openapi::assert_documented(&method, uri, status, &body);
+        assert_documented(&method, uri, status, &body);
         Reply {
             status,
             headers,
@@ -336,12 +184,7 @@ impl TestApp {
 
     /// Signs `username` up with the test password; returns the user id.
     pub async fn sign_up(&self, username: &str) -> i64 {
-        let reply = self
-            .post_anonymous(
-                "/v1/api/user",
-                json!({ "username": username, "password": PASSWORD, "apikey": API_KEY }),
-            )
-            .await;
+        let reply = self.post_anonymous(SIGN_UP, sign_up_body(username)).await;
         assert_eq!(
             reply.status,
             StatusCode::CREATED,
@@ -352,11 +195,8 @@ impl TestApp {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Reply {
-        self.post_anonymous(
-            "/v1/api/user/login",
-            json!({ "username": username, "password": password }),
-        )
-        .await
+        self.post_anonymous(LOGIN, login_body(username, password))
+            .await
     }
 
     /// A signed-up, logged-in user.
@@ -377,6 +217,17 @@ impl TestApp {
                 .as_str()
                 .expect("reflash_key")
                 .to_owned(),
+        }
+    }
+
+    /// The text values of every row of `table`, read straight from the test
+    /// database beside the server, to see what is really stored.
+    pub async fn stored_text(&self, table: &str) -> Vec<Vec<String>> {
+        let sql = format!("SELECT * FROM {table}");
+        let url = self.db.url();
+        match &*self.db {
+            TestDb::Sqlite { .. } => texts_of::<sqlx::Sqlite>(&url, &sql).await,
+            TestDb::Postgres { .. } => texts_of::<sqlx::Postgres>(&url, &sql).await,
         }
     }
 }
@@ -408,69 +259,45 @@ impl Reply {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(self.body["message"], "success", "body: {}", self.body);
     }
-}
 
-/// A valid 64-character push token, distinct for each `n`.
-pub fn push_token(n: u32) -> String {
-    format!("{n:064x}")
-}
-
-/// A minimal valid registration body.
-pub fn registration(n: u32) -> Value {
-    json!({ "push_token": push_token(n), "language": "en" })
-}
-
-impl TestApp {
-    /// The text values of every row of `table`, read straight from the test
-    /// database beside the server, to see what is really stored.
-    pub async fn stored_text(&self, table: &str) -> Vec<Vec<String>> {
-        fn texts<R: sqlx::Row>(rows: &[R]) -> Vec<Vec<String>>
-        where
-            usize: sqlx::ColumnIndex<R>,
-            String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        {
-            rows.iter()
-                .map(|row| {
-                    (0..row.len())
-                        .filter_map(|i| row.try_get::<String, _>(i).ok())
-                        .collect()
-                })
-                .collect()
-        }
-        let sql = format!("SELECT * FROM {table}");
-        let url = self.db.url();
-        match &*self.db {
-            TestDb::Sqlite { .. } => {
-                let pool = sqlx::SqlitePool::connect(&url)
-                    .await
-                    .expect("open the SQLite file");
-                let rows = sqlx::query(&sql)
-                    .fetch_all(&pool)
-                    .await
-                    .expect("read the table");
-                pool.close().await;
-                texts(&rows)
-            }
-            TestDb::Postgres { .. } => {
-                let pool = sqlx::PgPool::connect(&url)
-                    .await
-                    .expect("connect to the test database");
-                let rows = sqlx::query(&sql)
-                    .fetch_all(&pool)
-                    .await
-                    .expect("read the table");
-                pool.close().await;
-                texts(&rows)
-            }
-        }
-    }
-}
-
-impl Reply {
     /// Asserts a 200 with a JSON array body.
     #[track_caller]
     pub fn assert_success_list(&self) {
         assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
         assert!(self.body.is_array(), "body: {}", self.body);
     }
+}
+
+/// The text values of the rows `sql` reads, on a connection of its own to
+/// the database at `url`.
+async fn texts_of<DB: sqlx::Database>(url: &str, sql: &str) -> Vec<Vec<String>>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+{
+    use sqlx::Row;
+    let pool = sqlx::Pool::<DB>::connect(url)
+        .await
+        .expect("connect to the test database");
+    let rows = sqlx::query(sql)
+        .fetch_all(&pool)
+        .await
+        .expect("read the table");
+    pool.close().await;
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .filter_map(|i| row.try_get::<String, _>(i).ok())
+                .collect()
+        })
+        .collect()
+}
+
+/// A request body that never arrives.
+pub fn stalled_body() -> Body {
+    Body::from_stream(futures_util::stream::pending::<
+        Result<Vec<u8>, std::io::Error>,
+    >())
 }
