@@ -488,8 +488,7 @@ impl Config {
             "request-timeout",
         )?;
         let (tls_cert, tls_key) = pem_pair(&s.tls_cert, &s.tls_key, "")?;
-        let (push_tls_cert, push_tls_key) =
-            pem_pair(&s.push_tls_cert, &s.push_tls_key, "PUSH_")?;
+        let (push_tls_cert, push_tls_key) = pem_pair(&s.push_tls_cert, &s.push_tls_key, "PUSH_")?;
         let push_listen = match s.push_listen.trim() {
             "off" => None,
             text => Some(text.parse().map_err(|_| {
@@ -710,6 +709,34 @@ mod tests {
                     "README.md's settings table names {env}, which is no setting"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn push_socket_settings_are_checked() {
+        use clap::Parser;
+        let config = |args: &[&str]| {
+            let mut all = vec!["pushtoken"];
+            all.extend_from_slice(args);
+            Config::from_settings(&Cli::try_parse_from(all).unwrap().settings)
+        };
+        let defaults = config(&[]).unwrap();
+        assert_eq!(
+            defaults.push_listen,
+            Some("127.0.0.1:11001".parse().unwrap())
+        );
+        assert_eq!(defaults.push_heartbeat, Duration::from_secs(60));
+        assert_eq!(config(&["--push-listen", "off"]).unwrap().push_listen, None);
+        for (args, named) in [
+            (&["--push-listen", "11001"][..], "PUSHTOKEN_PUSH_LISTEN"),
+            (&["--push-heartbeat", "0s"], "PUSHTOKEN_PUSH_HEARTBEAT"),
+            (&["--push-tls-cert", "c.pem"], "PUSHTOKEN_PUSH_TLS_KEY"),
+            (&["--push-tls-key", "k.pem"], "PUSHTOKEN_PUSH_TLS_CERT"),
+            (&["--tls-cert", "c.pem"], "PUSHTOKEN_TLS_KEY"),
+        ] {
+            let reason = config(args).unwrap_err();
+            assert!(reason.starts_with(&format!("invalid {named} ")), "{reason}");
+            assert!(!reason.contains('\n'), "{reason}");
         }
     }
 

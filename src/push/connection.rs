@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
@@ -25,6 +26,8 @@ use crate::unix_now;
 pub const REGISTER_WITHIN: Duration = Duration::from_secs(10);
 /// A frame must be written within this, else the client is too slow.
 const WRITE_WITHIN: Duration = Duration::from_secs(10);
+/// How long a closing connection's TLS goodbye may take.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// Longest kept of a register's `imsi`, `type` and `brand`.
 const MAX_KEPT: usize = 255;
 
@@ -40,74 +43,66 @@ pub(super) async fn serve(
     let span = tracing::debug_span!("push", peer = %peer.ip());
     let run = async {
         let deadline = Instant::now() + REGISTER_WITHIN;
-        let Some((mut socket, client)) = register(&hub, acceptor, stream, deadline).await else {
-            return;
+        let mut socket = match timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Framed::new(tls, FrameCodec),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "push connection: TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("push connection: no TLS handshake in time");
+                return;
+            }
         };
-        let (id, mut outbox) = hub.registry.hold(&client.token);
-        metrics::gauge!("pushtoken_push_connections").increment(1.0);
-        let ended = hold(&hub, &mut socket, &mut outbox, &closing).await;
+        let ended = match register(&hub, &mut socket, deadline).await {
+            Err(why) => why,
+            Ok(token) => {
+                let (id, mut outbox) = hub.registry.hold(&token);
+                metrics::gauge!("pushtoken_push_connections").increment(1.0);
+                let ended = hold(&hub, &mut socket, &mut outbox, &closing).await;
+                hub.registry.release(&token, id);
+                metrics::gauge!("pushtoken_push_connections").decrement(1.0);
+                ended
+            }
+        };
         tracing::debug!(reason = ended, "push connection closed");
-        hub.registry.release(&client.token, id);
-        metrics::gauge!("pushtoken_push_connections").decrement(1.0);
+        // TLS close_notify, then FIN: a client that sees the connection
+        // end cleanly reconnects cleanly.
+        let _ = timeout(CLOSE_WITHIN, socket.get_mut().shutdown()).await;
     };
     tracing::Instrument::instrument(run, span).await;
 }
 
-/// The TLS handshake, then the register, answered with the token. `None`
-/// when the connection is to close.
+/// The register, answered with the token, by `deadline`: the token, or why
+/// the connection is to close.
 async fn register(
     hub: &Hub,
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
+    socket: &mut Socket,
     deadline: Instant,
-) -> Option<(Socket, SocketClient)> {
-    let tls = match timeout_at(deadline, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "push connection: TLS handshake failed");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!("push connection: no TLS handshake in time");
-            return None;
-        }
-    };
-    let mut socket = Framed::new(tls, FrameCodec);
+) -> Result<String, &'static str> {
     let first = match timeout_at(deadline, socket.next()).await {
         Ok(Some(Ok(frame))) => frame,
-        Ok(Some(Err(e))) => {
-            tracing::debug!(error = %e, "push connection: not a frame");
-            return None;
-        }
-        Ok(None) => {
-            tracing::debug!("push connection: closed before registering");
-            return None;
-        }
-        Err(_) => {
-            tracing::debug!("push connection: no register in time");
-            return None;
-        }
+        Ok(Some(Err(_))) => return Err("not a frame"),
+        Ok(None) => return Err("closed by the client before registering"),
+        Err(_) => return Err("no register in time"),
     };
     count_frame(first.command);
     if first.command != REGISTER {
-        tracing::debug!(
-            command = first.command,
-            "push connection: the first frame is not a register"
-        );
-        return None;
+        return Err("the first frame is not a register");
     }
     let Some(client) = read_register(hub, &first.payload) else {
-        tracing::debug!("push connection: a register that is not a JSON object with a valid imei");
-        return None;
+        return Err("a register that is not a JSON object with a valid imei");
     };
     if let Err(e) = hub.store.register_socket_client(&client).await {
         tracing::warn!(error = %e, "push connection: cannot record its registration");
-        return None;
+        return Err("the registration could not be recorded");
     }
     let answer = serde_json::json!({ "token": client.token }).to_string();
-    send(&mut socket, Frame::new(TOKEN, answer)).await.ok()?;
+    send(socket, Frame::new(TOKEN, answer))
+        .await
+        .map_err(|()| "too slow to write to")?;
     tracing::debug!("push connection registered");
-    Some((socket, client))
+    Ok(client.token)
 }
 
 /// The client a register payload names: `imei` 1–64 characters; an absent

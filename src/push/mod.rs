@@ -62,6 +62,13 @@ impl Hub {
     pub fn connections(&self) -> usize {
         self.registry.len()
     }
+
+    /// Hands `frame` to the connection holding `token` on this instance:
+    /// whether one took it. A connection whose outbox is full is too slow
+    /// to keep up, and is closed.
+    pub fn send(&self, token: &str, frame: Frame) -> bool {
+        self.registry.send(token, frame)
+    }
 }
 
 /// The connection holding each token on this instance.
@@ -96,6 +103,22 @@ impl Registry {
         let mut held = self.map();
         if held.get(token).is_some_and(|h| h.id == id) {
             held.remove(token);
+        }
+    }
+
+    fn send(&self, token: &str, frame: Frame) -> bool {
+        let mut held = self.map();
+        let Some(holder) = held.get(token) else {
+            return false;
+        };
+        match holder.outbox.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!("a push connection fell behind its outbox; closing it");
+                held.remove(token);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -147,10 +170,10 @@ pub async fn serve(
         Some(limit) => tracing::info!(
             %address,
             open_file_limit = limit,
-            "push socket listening on {address}; it can hold about {} connections",
+            "push socket open at {address}; it can hold about {} connections",
             limit.saturating_sub(64)
         ),
-        None => tracing::info!(%address, "push socket listening on {address}"),
+        None => tracing::info!(%address, "push socket open at {address}"),
     }
     tokio::pin!(shutdown);
     loop {
@@ -203,6 +226,7 @@ fn raise_open_file_limit() -> Option<u64> {
                 }
             }
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every system
         Some(limit.rlim_cur as u64)
     }
     #[cfg(not(unix))]

@@ -57,8 +57,13 @@ mod tests {
         let key = TokenKey::new(b"secret");
         let token = key.token("860000000000001", "com.lancens.wxdoorbell");
         assert_eq!(token.len(), 64);
-        assert!(token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        assert_eq!(token, key.token("860000000000001", "com.lancens.wxdoorbell"));
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert_eq!(
+            token,
+            key.token("860000000000001", "com.lancens.wxdoorbell")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod limits;
 mod openapi;
 mod ops;
 mod outage;
+mod push_socket;
 mod push_tokens;
 mod secret_logs;
 mod tls;
