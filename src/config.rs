@@ -82,6 +82,23 @@ pub struct Settings {
     /// Registration key that sign-up requires; unset disables sign-up.
     #[arg(long, env = "PUSHTOKEN_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The operator's key for `POST /v1/api/notify` (sent as `Authorization:
+    /// Bearer <key>`); unset: that route answers 403.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_NOTIFY_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub notify_key: Option<String>,
+    /// How long recorded events are kept.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_EVENT_RETENTION",
+        global = true,
+        default_value = "30d"
+    )]
+    pub event_retention: String,
     /// Bundle id given to tokens registered without one.
     #[arg(
         long,
@@ -227,6 +244,10 @@ pub struct Config {
     pub database_url: String,
     pub listen: SocketAddr,
     pub api_key: Option<String>,
+    /// The key of `POST /v1/api/notify`; `None`: that route answers 403.
+    pub notify_key: Option<String>,
+    /// How long recorded events are kept.
+    pub event_retention: Duration,
     pub bundle_id: String,
     pub session_ttl: Duration,
     pub log_format: LogFormat,
@@ -257,6 +278,11 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("listen", &self.listen)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "notify_key",
+                &self.notify_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("event_retention", &self.event_retention)
             .field("bundle_id", &self.bundle_id)
             .field("session_ttl", &self.session_ttl)
             .field("log_format", &self.log_format)
@@ -278,7 +304,8 @@ impl fmt::Debug for Config {
 
 /// Settings that hold secrets; each may instead be given as a file named by
 /// `<NAME>_FILE` (Docker and Kubernetes secrets).
-pub const SECRET_SETTINGS: [&str; 2] = ["PUSHTOKEN_API_KEY", "DATABASE_URL"];
+pub const SECRET_SETTINGS: [&str; 3] =
+    ["PUSHTOKEN_API_KEY", "PUSHTOKEN_NOTIFY_KEY", "DATABASE_URL"];
 
 /// Reads each `<NAME>_FILE` of [`SECRET_SETTINGS`] into `<NAME>` (its
 /// trailing newline dropped). Call before parsing the command line, while
@@ -346,10 +373,18 @@ impl Config {
                 format!("{:?} is not an address like 127.0.0.1:6443", s.listen),
             )
         })?;
-        let api_key = match s.api_key.as_deref().map(str::trim) {
+        let key = |key: &Option<String>| match key.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(key) => Some(key.to_owned()),
         };
+        let (api_key, notify_key) = (key(&s.api_key), key(&s.notify_key));
+        let event_retention = parse_duration(&s.event_retention).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_EVENT_RETENTION",
+                "event-retention",
+                format!("{:?} is not a duration like 30d or 12h", s.event_retention),
+            )
+        })?;
         if !is_bundle_id(&s.bundle_id) {
             return Err(bad(
                 "PUSHTOKEN_BUNDLE_ID",
@@ -510,6 +545,8 @@ impl Config {
             database_url: url.to_owned(),
             listen,
             api_key,
+            notify_key,
+            event_retention,
             bundle_id: s.bundle_id.clone(),
             session_ttl,
             log_format,

@@ -115,7 +115,11 @@ pub async fn serve_state(
     };
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
-    let purge = tokio::spawn(housekeeping(store.clone(), state.limits.clone()));
+    let purge = tokio::spawn(housekeeping(
+        store.clone(),
+        state.limits.clone(),
+        state.config.event_retention,
+    ));
     let fold = tokio::spawn(async {
         let mut every = tokio::time::interval(http::observe::UPKEEP_EVERY);
         loop {
@@ -140,16 +144,24 @@ pub async fn serve_state(
     Ok(())
 }
 
-/// Once an hour: deletes dead sessions and forgets idle rate-limit state.
-async fn housekeeping(store: Store, limits: Arc<http::limits::Limits>) {
+/// Once an hour: deletes dead sessions and events past their retention,
+/// and forgets idle rate-limit state.
+async fn housekeeping(store: Store, limits: Arc<http::limits::Limits>, retention: Duration) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
         limits.sweep();
-        match store.purge_expired_sessions(unix_now()).await {
+        let now = unix_now();
+        match store.purge_expired_sessions(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+        let before = now.saturating_sub(retention.as_secs() as i64);
+        match store.purge_events(before, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "purged events past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not purge old events"),
         }
     }
 }

@@ -83,7 +83,7 @@ impl<'a> Fields<'a> {
 
 /// A JSON number with no fractional part that fits an i64 (`1.0` is the
 /// integer 1, as JSON Schema counts it).
-fn json_integer(value: &Value) -> Option<i64> {
+pub fn json_integer(value: &Value) -> Option<i64> {
     const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
     value.as_i64().or_else(|| {
         let f = value.as_f64()?;

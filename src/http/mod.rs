@@ -1,8 +1,10 @@
 //! The HTTP API: routers of each concern, merged under one middleware stack.
 
 mod accounts;
+mod events;
 pub mod extract;
 pub mod limits;
+mod notify;
 pub(crate) mod observe;
 mod ops;
 mod push_tokens;
@@ -82,6 +84,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(push_tokens::router())
+        .merge(notify::router())
+        .merge(events::router())
         .merge(ops::router())
         .split_for_parts()
 }

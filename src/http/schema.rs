@@ -278,6 +278,7 @@ impl Modify for SecuritySchemes {
         (name = "accounts", description = "Sign-up, login, logout and session refresh"),
         (name = "ring tokens", description = "Push tokens for doorbell calls"),
         (name = "message tokens", description = "Push tokens for event notifications"),
+        (name = "delivery", description = "Events sent to the push socket's connections, and their history"),
         (name = "operations", description = "Health and the API description")
     )
 )]

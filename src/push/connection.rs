@@ -18,7 +18,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Frame, FrameCodec, HEARTBEAT, REGISTER, TOKEN};
-use super::Hub;
+use super::{Holding, Hub};
 use crate::store::SocketClient;
 use crate::unix_now;
 
@@ -57,10 +57,33 @@ pub(super) async fn serve(
         let ended = match register(&hub, &mut socket, deadline).await {
             Err(why) => why,
             Ok(token) => {
-                let (id, mut outbox) = hub.registry.hold(&token);
+                // Held (here and in the database) before the client has its
+                // token: an event sent as soon as the token is bound finds
+                // the connection.
+                let mut holding = hub.registry.hold(&token);
                 metrics::gauge!("pushtoken_push_connections").increment(1.0);
-                let ended = hold(&hub, &mut socket, &mut outbox, &closing).await;
-                hub.registry.release(&token, id);
+                match hub
+                    .store
+                    .hold_socket(&token, &hub.instance, unix_now())
+                    .await
+                {
+                    Ok(Some(before)) => hub.tell(&before, "close", &token).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot record a push connection"),
+                }
+                let answer = serde_json::json!({ "token": token }).to_string();
+                let ended = match send(&mut socket, Frame::new(TOKEN, answer)).await {
+                    Ok(()) => {
+                        tracing::debug!("push connection registered");
+                        hold(&hub, &mut socket, &token, &mut holding, &closing).await
+                    }
+                    Err(()) => "too slow to write to",
+                };
+                if hub.registry.release(&token, holding.id) {
+                    if let Err(e) = hub.store.release_socket(&token, &hub.instance).await {
+                        tracing::warn!(error = %e, "cannot record a push connection's end");
+                    }
+                }
                 metrics::gauge!("pushtoken_push_connections").decrement(1.0);
                 ended
             }
@@ -73,8 +96,8 @@ pub(super) async fn serve(
     tracing::Instrument::instrument(run, span).await;
 }
 
-/// The register, answered with the token, by `deadline`: the token, or why
-/// the connection is to close.
+/// The register, by `deadline`, recorded: the client's token, or why the
+/// connection is to close.
 async fn register(
     hub: &Hub,
     socket: &mut Socket,
@@ -97,11 +120,6 @@ async fn register(
         tracing::warn!(error = %e, "push connection: cannot record its registration");
         return Err("the registration could not be recorded");
     }
-    let answer = serde_json::json!({ "token": client.token }).to_string();
-    send(socket, Frame::new(TOKEN, answer))
-        .await
-        .map_err(|()| "too slow to write to")?;
-    tracing::debug!("push connection registered");
     Ok(client.token)
 }
 
@@ -148,9 +166,12 @@ fn kept(s: &str) -> String {
 async fn hold(
     hub: &Hub,
     socket: &mut Socket,
-    outbox: &mut tokio::sync::mpsc::Receiver<Frame>,
+    token: &str,
+    holding: &mut Holding,
     closing: &CancellationToken,
 ) -> &'static str {
+    // What was queued while the client was away, before anything else.
+    holding.drain.notify_one();
     let mut heartbeat = tokio::time::interval_at(Instant::now() + hub.heartbeat, hub.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let silence = hub.heartbeat * 3;
@@ -171,7 +192,12 @@ async fn hold(
                 Some(Err(_)) => return "not a frame",
                 None => return "closed by the client",
             },
-            out = outbox.recv() => match out {
+            () = holding.drain.notified() => {
+                if drain(hub, socket, token).await.is_err() {
+                    return "too slow to write to";
+                }
+            }
+            out = holding.inbox.recv() => match out {
                 Some(frame) => {
                     if send(socket, frame).await.is_err() {
                         return "too slow to write to";
@@ -188,6 +214,28 @@ async fn hold(
             () = closing.cancelled() => return "the server is stopping",
         }
     }
+}
+
+/// Sends what is queued for `token`, then takes it off the queue. A
+/// database failure leaves the events queued (logged); a failed write is
+/// `Err`.
+async fn drain(hub: &Hub, socket: &mut Socket, token: &str) -> Result<(), ()> {
+    let (frames, last) = match hub.queued_frames(token).await {
+        Ok(queued) => queued,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a push connection's queued events");
+            return Ok(());
+        }
+    };
+    for frame in frames {
+        send(socket, frame).await?;
+    }
+    if let Some(last) = last {
+        if let Err(e) = hub.store.unqueue_events(token, last, unix_now()).await {
+            tracing::warn!(error = %e, "cannot take sent events off the queue");
+        }
+    }
+    Ok(())
 }
 
 /// Writes `frame`, within [`WRITE_WITHIN`].

@@ -9,6 +9,7 @@
 
 mod codec;
 mod connection;
+mod delivery;
 mod token;
 
 use std::collections::HashMap;
@@ -19,13 +20,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use codec::{Frame, FrameCodec, FrameError, EVENT, HEARTBEAT, MAX_PAYLOAD, REGISTER, TOKEN};
+pub use delivery::Delivery;
 pub use token::TokenKey;
 
 use crate::config::Config;
@@ -44,6 +46,8 @@ pub struct Hub {
     bundle_id: String,
     heartbeat: Duration,
     registry: Registry,
+    /// Names this instance among those sharing the database.
+    instance: String,
 }
 
 impl Hub {
@@ -55,6 +59,7 @@ impl Hub {
             bundle_id: config.bundle_id.clone(),
             heartbeat: config.push_heartbeat,
             registry: Registry::default(),
+            instance: crate::secrets::new_secret()[..16].to_owned(),
         })
     }
 
@@ -82,28 +87,70 @@ struct Registry {
 struct Held {
     id: u64,
     outbox: mpsc::Sender<Frame>,
+    /// Tells the connection to send what is queued for it.
+    drain: Arc<Notify>,
+}
+
+/// What a connection holding a token gets.
+struct Holding {
+    id: u64,
+    /// Frames handed to it; closed when another connection takes the
+    /// token.
+    inbox: mpsc::Receiver<Frame>,
+    drain: Arc<Notify>,
 }
 
 impl Registry {
     /// Makes the new connection the holder of `token`; the one that held it
-    /// (if any) sees its outbox close and ends. Returns the holder's id and
-    /// its outbox.
-    fn hold(&self, token: &str) -> (u64, mpsc::Receiver<Frame>) {
+    /// (if any) sees its inbox close and ends.
+    fn hold(&self, token: &str) -> Holding {
         let (outbox, inbox) = mpsc::channel(OUTBOX);
+        let drain = Arc::new(Notify::new());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let replaced = self.map().insert(token.to_owned(), Held { id, outbox });
-        if replaced.is_some() {
+        let held = Held {
+            id,
+            outbox,
+            drain: drain.clone(),
+        };
+        if self.map().insert(token.to_owned(), held).is_some() {
             tracing::debug!("a push connection was replaced by a newer one for its token");
         }
-        (id, inbox)
+        Holding { id, inbox, drain }
     }
 
-    /// Forgets connection `id`, unless another has taken its token since.
-    fn release(&self, token: &str, id: u64) {
+    /// Forgets connection `id`, unless another has taken its token since:
+    /// whether it did.
+    fn release(&self, token: &str, id: u64) -> bool {
         let mut held = self.map();
-        if held.get(token).is_some_and(|h| h.id == id) {
+        let holds = held.get(token).is_some_and(|h| h.id == id);
+        if holds {
             held.remove(token);
         }
+        holds
+    }
+
+    /// Tells the connection holding `token` (if one does here) to send
+    /// what is queued for it: whether one does.
+    fn nudge(&self, token: &str) -> bool {
+        match self.map().get(token) {
+            Some(held) => {
+                held.drain.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells every connection to send what is queued for it.
+    fn nudge_all(&self) {
+        for held in self.map().values() {
+            held.drain.notify_one();
+        }
+    }
+
+    /// Closes the connection holding `token` here, if one does.
+    fn close(&self, token: &str) {
+        self.map().remove(token);
     }
 
     fn send(&self, token: &str, frame: Frame) -> bool {
@@ -175,6 +222,7 @@ pub async fn serve(
         ),
         None => tracing::info!(%address, "push socket open at {address}"),
     }
+    let listening = tokio::spawn(hub.clone().listen());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -199,6 +247,7 @@ pub async fn serve(
         ));
     }
     closing.cancel();
+    listening.abort();
     Ok(())
 }
 

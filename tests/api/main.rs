@@ -13,6 +13,7 @@ mod faults;
 mod hostile;
 mod http_errors;
 mod limits;
+mod notify;
 mod openapi;
 mod ops;
 mod outage;
