@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{load_secret_files, Cli, Command, Config, LogFormat, UserCommand};
 use crate::model::check_credentials;
+use crate::notify_client::Notification;
 use crate::secrets::hash_blocking;
 use crate::store::NewUser;
 use crate::{open_store, serve, shutdown_signal, unix_now};
@@ -101,6 +102,29 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let created = store.create_user(user, unix_now()).await;
             store.close().await;
             println!("{}", created.map_err(|e| anyhow::anyhow!("{e}"))?);
+            Ok(())
+        }
+        Command::Notify {
+            user,
+            family,
+            kind,
+            uid,
+            message,
+            ttl,
+            server,
+        } => {
+            let notification = Notification {
+                user,
+                family,
+                kind,
+                uid,
+                message,
+                ttl,
+            };
+            let (status, answer) =
+                crate::notify_client::send(&config, server.as_deref(), &notification).await?;
+            println!("{answer}");
+            anyhow::ensure!(status.is_success(), "the server answered {status}");
             Ok(())
         }
         Command::User(UserCommand::List) => {

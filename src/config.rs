@@ -36,6 +36,33 @@ pub enum Command {
     User(UserCommand),
     /// Print the OpenAPI document (YAML) and exit.
     Openapi,
+    /// Send an event to a user through a running server's
+    /// `POST /v1/api/notify` (with PUSHTOKEN_NOTIFY_KEY), and print its
+    /// answer.
+    Notify {
+        /// The user: an id, or a username, email or phone.
+        user: String,
+        /// `ring` or `message`.
+        #[arg(value_parser = ["ring", "message"])]
+        family: String,
+        /// The vendor's event type (`1` a doorbell call, `0` motion, …).
+        #[arg(long = "type")]
+        kind: String,
+        /// The device's uid.
+        #[arg(long)]
+        uid: String,
+        /// The event's message text.
+        #[arg(long)]
+        message: Option<String>,
+        /// Seconds the event waits for a disconnected phone.
+        #[arg(long)]
+        ttl: Option<u32>,
+        /// The server: `http://` or `https://` host and port (default: the
+        /// PUSHTOKEN_LISTEN address, https when PUSHTOKEN_TLS_CERT is set;
+        /// that certificate is trusted).
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod notify_client;
 pub mod push;
 pub mod secrets;
 pub mod server;
