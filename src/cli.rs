@@ -9,7 +9,6 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{load_secret_files, Cli, Command, Config, LogFormat, UserCommand};
 use crate::model::check_credentials;
-use crate::notify_client::Notification;
 use crate::secrets::hash_blocking;
 use crate::store::NewUser;
 use crate::{open_store, serve, shutdown_signal, unix_now};
@@ -104,25 +103,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", created.map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())
         }
-        Command::Notify {
-            user,
-            family,
-            kind,
-            uid,
-            message,
-            ttl,
-            server,
-        } => {
-            let notification = Notification {
-                user,
-                family,
-                kind,
-                uid,
-                message,
-                ttl,
-            };
-            let (status, answer) =
-                crate::notify_client::send(&config, server.as_deref(), &notification).await?;
+        Command::Notify(notification) => {
+            let (status, answer) = crate::notify_client::send(&config, &notification).await?;
             println!("{answer}");
             anyhow::ensure!(status.is_success(), "the server answered {status}");
             Ok(())

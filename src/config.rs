@@ -39,30 +39,34 @@ pub enum Command {
     /// Send an event to a user through a running server's
     /// `POST /v1/api/notify` (with PUSHTOKEN_NOTIFY_KEY), and print its
     /// answer.
-    Notify {
-        /// The user: an id, or a username, email or phone.
-        user: String,
-        /// `ring` or `message`.
-        #[arg(value_parser = ["ring", "message"])]
-        family: String,
-        /// The vendor's event type (`1` a doorbell call, `0` motion, …).
-        #[arg(long = "type")]
-        kind: String,
-        /// The device's uid.
-        #[arg(long)]
-        uid: String,
-        /// The event's message text.
-        #[arg(long)]
-        message: Option<String>,
-        /// Seconds the event waits for a disconnected phone.
-        #[arg(long)]
-        ttl: Option<u32>,
-        /// The server: `http://` or `https://` host and port (default: the
-        /// PUSHTOKEN_LISTEN address, https when PUSHTOKEN_TLS_CERT is set;
-        /// that certificate is trusted).
-        #[arg(long)]
-        server: Option<String>,
-    },
+    Notify(NotifyArgs),
+}
+
+/// `pushtoken notify`.
+#[derive(Args)]
+pub struct NotifyArgs {
+    /// The user: an id, or a username, email or phone.
+    pub user: String,
+    /// `ring` or `message`.
+    #[arg(value_parser = ["ring", "message"])]
+    pub family: String,
+    /// The vendor's event type (`1` a doorbell call, `0` motion, …).
+    #[arg(long = "type")]
+    pub kind: String,
+    /// The device's uid.
+    #[arg(long)]
+    pub uid: String,
+    /// The event's message text.
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Seconds the event waits for a disconnected phone.
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// The server: `http://` or `https://` host and port (default: the
+    /// PUSHTOKEN_LISTEN address, https when PUSHTOKEN_TLS_CERT is set;
+    /// that certificate is trusted).
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
 #[derive(Subcommand)]

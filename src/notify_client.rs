@@ -15,53 +15,39 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::config::Config;
+use crate::config::{Config, NotifyArgs};
 
 /// The largest answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// What to send.
-pub struct Notification {
-    /// An id, or a login name.
-    pub user: String,
-    pub family: String,
-    pub kind: String,
-    pub uid: String,
-    pub message: Option<String>,
-    pub ttl: Option<u32>,
-}
-
-impl Notification {
-    /// The request body: a user that is all digits is an id.
-    pub fn body(&self) -> Value {
-        let user = match self.user.parse::<i64>() {
-            Ok(id) => json!(id),
-            Err(_) => json!(self.user),
-        };
-        let mut event = json!({ "type": self.kind, "uid": self.uid });
-        if let Some(message) = &self.message {
-            event["message"] = json!(message);
-        }
-        let mut body = json!({ "user": user, "family": self.family, "event": event });
-        if let Some(ttl) = self.ttl {
-            body["ttl"] = json!(ttl);
-        }
-        body
+/// The request body of `notification`: a user of digits is an id.
+fn body(notification: &NotifyArgs) -> Value {
+    let user = match notification.user.parse::<i64>() {
+        Ok(id) => json!(id),
+        Err(_) => json!(notification.user),
+    };
+    let mut event = json!({ "type": notification.kind, "uid": notification.uid });
+    if let Some(message) = &notification.message {
+        event["message"] = json!(message);
     }
+    let mut body = json!({ "user": user, "family": notification.family, "event": event });
+    if let Some(ttl) = notification.ttl {
+        body["ttl"] = json!(ttl);
+    }
+    body
 }
 
-/// Sends `notification` to `server` (else the configured listen address)
+/// Sends `notification` to its server (else the configured listen address)
 /// and returns the answer's status and body.
 pub async fn send(
     config: &Config,
-    server: Option<&str>,
-    notification: &Notification,
+    notification: &NotifyArgs,
 ) -> anyhow::Result<(StatusCode, String)> {
     let key = config
         .notify_key
         .as_deref()
         .context("no notify key: set PUSHTOKEN_NOTIFY_KEY (or PUSHTOKEN_NOTIFY_KEY_FILE)")?;
-    let (https, authority) = match server {
+    let (https, authority) = match notification.server.as_deref() {
         Some(server) => parse_server(server)?,
         None => {
             let mut address = config.listen;
@@ -76,7 +62,7 @@ pub async fn send(
         .header(header::HOST, &authority)
         .header(header::AUTHORIZATION, format!("Bearer {key}"))
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(notification.body().to_string()))?;
+        .body(Body::from(body(notification).to_string()))?;
     let tcp = TcpStream::connect(&authority)
         .await
         .with_context(|| format!("cannot reach the server at {authority}"))?;
@@ -159,27 +145,28 @@ mod tests {
 
     #[test]
     fn a_user_of_digits_is_an_id_and_the_event_carries_what_was_given() {
-        let notification = Notification {
+        let notification = NotifyArgs {
             user: "42".into(),
             family: "ring".into(),
             kind: "1".into(),
             uid: "DEV-1".into(),
             message: Some("At the door".into()),
             ttl: Some(30),
+            server: None,
         };
         assert_eq!(
-            notification.body(),
+            body(&notification),
             json!({ "user": 42, "family": "ring", "ttl": 30,
                     "event": { "type": "1", "uid": "DEV-1", "message": "At the door" } })
         );
-        let by_name = Notification {
+        let by_name = NotifyArgs {
             user: "alice_1".into(),
             message: None,
             ttl: None,
             ..notification
         };
-        assert_eq!(by_name.body()["user"], "alice_1");
-        assert!(by_name.body().get("ttl").is_none());
+        assert_eq!(body(&by_name)["user"], "alice_1");
+        assert!(body(&by_name).get("ttl").is_none());
     }
 
     #[test]

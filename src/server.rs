@@ -65,6 +65,27 @@ pub fn tls_config_of(
     Ok(Arc::new(config))
 }
 
+/// The next connection on `listener`, or `None` once `shutdown` has
+/// resolved. A failed accept (out of file descriptors, most often) is
+/// logged, and tried again after a pause.
+pub async fn accept<F: Future<Output = ()>>(
+    listener: &TcpListener,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            () = shutdown.as_mut() => return None,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `grace` for open requests to finish.
 pub async fn run(
@@ -84,19 +105,7 @@ pub async fn run(
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, peer)) = accept(&listener, &mut shutdown).await {
         let connection = serve_connection(
             stream,
             peer,

@@ -224,19 +224,7 @@ pub async fn serve(
     }
     let listening = tokio::spawn(hub.clone().listen());
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, most often: wait, go on.
-                    tracing::warn!(error = %e, "push socket: cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, peer)) = crate::server::accept(&listener, &mut shutdown).await {
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection::serve(
             hub.clone(),
