@@ -9,6 +9,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::support::api::{push_token, registration, FAMILIES, MESSAGE, RING};
+use crate::support::push_tokens::rows;
 use crate::support::{every_backend, TestApp, TestUser};
 
 /// Every row of every user in `base`, checked against the invariants of the
@@ -108,15 +109,7 @@ async fn concurrent_posts_by_one_user_get_distinct_serials(app: TestApp) {
     }
     serials.sort_unstable();
     assert_eq!(serials, (1..=60).collect::<Vec<i64>>());
-    assert_eq!(
-        app.get(RING, &user.token)
-            .await
-            .body
-            .as_array()
-            .unwrap()
-            .len(),
-        60
-    );
+    assert_eq!(rows(&app, RING, &user.token).await.len(), 60);
 }
 
 #[every_backend]

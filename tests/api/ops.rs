@@ -1,4 +1,4 @@
-//! Liveness and readiness.
+//! Liveness, readiness and the metrics endpoint.
 
 use axum::http::{Method, StatusCode};
 

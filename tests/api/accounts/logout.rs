@@ -11,6 +11,7 @@ use crate::support::accounts::{
 use crate::support::api::{
     registration, sign_up_body, with, FAMILIES, LOGOUT, MESSAGE, PASSWORD, RING,
 };
+use crate::support::push_tokens::rows;
 use crate::support::{every_backend, TestApp};
 
 #[every_backend]
@@ -69,15 +70,7 @@ async fn logout_deletes_all_of_the_users_ring_and_message_push_tokens(app: TestA
                 .await
                 .assert_success(StatusCode::CREATED);
         }
-        assert_eq!(
-            app.get(base, &alice_other_phone)
-                .await
-                .body
-                .as_array()
-                .unwrap()
-                .len(),
-            3
-        );
+        assert_eq!(rows(&app, base, &alice_other_phone).await.len(), 3);
     }
     let mut bob_rows = Vec::new();
     for base in FAMILIES {
@@ -257,13 +250,5 @@ async fn logout_with_unknown_token_is_401_invalid_token(app: TestApp) {
             .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
     }
     assert_token_valid(&app, &alice.token).await;
-    assert_eq!(
-        app.get(RING, &alice.token)
-            .await
-            .body
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(rows(&app, RING, &alice.token).await.len(), 1);
 }

@@ -24,6 +24,7 @@ pub mod app;
 pub mod db;
 pub mod openapi;
 pub mod push;
+pub mod push_tokens;
 pub mod server;
 pub mod wire;
 pub mod writers;
