@@ -105,6 +105,12 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{}", created.map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())
         }
+        Command::Notify(notification) => {
+            let (status, answer) = crate::notify_client::send(&config, &notification).await?;
+            println!("{answer}");
+            anyhow::ensure!(status.is_success(), "the server answered {status}");
+            Ok(())
+        }
         Command::User(UserCommand::List) => {
             let store = open_store(&config).await?;
             let users = store.list_users().await;

@@ -36,6 +36,37 @@ pub enum Command {
     User(UserCommand),
     /// Print the OpenAPI document (YAML) and exit.
     Openapi,
+    /// Send an event to a user through a running server's
+    /// `POST /v1/api/notify` (with PUSHTOKEN_NOTIFY_KEY), and print its
+    /// answer.
+    Notify(NotifyArgs),
+}
+
+/// `pushtoken notify`.
+#[derive(Args)]
+pub struct NotifyArgs {
+    /// The user: an id, or a username, email or phone.
+    pub user: String,
+    /// `ring` or `message`.
+    #[arg(value_parser = ["ring", "message"])]
+    pub family: String,
+    /// The vendor's event type (`1` a doorbell call, `0` motion, …).
+    #[arg(long = "type")]
+    pub kind: String,
+    /// The device's uid.
+    #[arg(long)]
+    pub uid: String,
+    /// The event's message text.
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Seconds the event waits for a disconnected phone.
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// The server: `http://` or `https://` host and port (default: the
+    /// PUSHTOKEN_LISTEN address, https when PUSHTOKEN_TLS_CERT is set;
+    /// that certificate is trusted).
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +113,23 @@ pub struct Settings {
     /// Registration key that sign-up requires; unset disables sign-up.
     #[arg(long, env = "PUSHTOKEN_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The operator's key for `POST /v1/api/notify` (sent as `Authorization:
+    /// Bearer <key>`); unset: that route answers 403.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_NOTIFY_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub notify_key: Option<String>,
+    /// How long recorded events are kept.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_EVENT_RETENTION",
+        global = true,
+        default_value = "30d"
+    )]
+    pub event_retention: String,
     /// Bundle id given to tokens registered without one.
     #[arg(
         long,
@@ -181,6 +229,30 @@ pub struct Settings {
     /// PEM private key of the certificate.
     #[arg(long, env = "PUSHTOKEN_TLS_KEY", global = true)]
     pub tls_key: Option<PathBuf>,
+    /// Address and port of the push socket (TLS), or `off`.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_PUSH_LISTEN",
+        global = true,
+        default_value = "127.0.0.1:11001"
+    )]
+    pub push_listen: String,
+    /// PEM certificate chain of the push socket (with --push-tls-key); else
+    /// the HTTPS pair, else a self-signed certificate made at startup.
+    #[arg(long, env = "PUSHTOKEN_PUSH_TLS_CERT", global = true)]
+    pub push_tls_cert: Option<PathBuf>,
+    /// PEM private key of the push socket's certificate.
+    #[arg(long, env = "PUSHTOKEN_PUSH_TLS_KEY", global = true)]
+    pub push_tls_key: Option<PathBuf>,
+    /// How often the push socket sends its heartbeat; a connection silent
+    /// for three of these is closed.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_PUSH_HEARTBEAT",
+        global = true,
+        default_value = "60s"
+    )]
+    pub push_heartbeat: String,
     /// How long startup waits for the database server to become reachable.
     #[arg(
         long,
@@ -203,6 +275,10 @@ pub struct Config {
     pub database_url: String,
     pub listen: SocketAddr,
     pub api_key: Option<String>,
+    /// The key of `POST /v1/api/notify`; `None`: that route answers 403.
+    pub notify_key: Option<String>,
+    /// How long recorded events are kept.
+    pub event_retention: Duration,
     pub bundle_id: String,
     pub session_ttl: Duration,
     pub log_format: LogFormat,
@@ -215,6 +291,12 @@ pub struct Config {
     /// HTTPS certificate chain and key (PEM files); both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Where the push socket listens; `None`: off.
+    pub push_listen: Option<SocketAddr>,
+    /// The push socket's own certificate chain and key; both or neither.
+    pub push_tls_cert: Option<PathBuf>,
+    pub push_tls_key: Option<PathBuf>,
+    pub push_heartbeat: Duration,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -227,6 +309,11 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("listen", &self.listen)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field(
+                "notify_key",
+                &self.notify_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("event_retention", &self.event_retention)
             .field("bundle_id", &self.bundle_id)
             .field("session_ttl", &self.session_ttl)
             .field("log_format", &self.log_format)
@@ -238,13 +325,18 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("push_listen", &self.push_listen)
+            .field("push_tls_cert", &self.push_tls_cert)
+            .field("push_tls_key", &self.push_tls_key)
+            .field("push_heartbeat", &self.push_heartbeat)
             .finish_non_exhaustive()
     }
 }
 
 /// Settings that hold secrets; each may instead be given as a file named by
 /// `<NAME>_FILE` (Docker and Kubernetes secrets).
-pub const SECRET_SETTINGS: [&str; 2] = ["PUSHTOKEN_API_KEY", "DATABASE_URL"];
+pub const SECRET_SETTINGS: [&str; 3] =
+    ["PUSHTOKEN_API_KEY", "PUSHTOKEN_NOTIFY_KEY", "DATABASE_URL"];
 
 /// Reads each `<NAME>_FILE` of [`SECRET_SETTINGS`] into `<NAME>` (its
 /// trailing newline dropped). Call before parsing the command line, while
@@ -312,10 +404,18 @@ impl Config {
                 format!("{:?} is not an address like 127.0.0.1:6443", s.listen),
             )
         })?;
-        let api_key = match s.api_key.as_deref().map(str::trim) {
+        let key = |key: &Option<String>| match key.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(key) => Some(key.to_owned()),
         };
+        let (api_key, notify_key) = (key(&s.api_key), key(&s.notify_key));
+        let event_retention = parse_duration(&s.event_retention).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_EVENT_RETENTION",
+                "event-retention",
+                format!("{:?} is not a duration like 30d or 12h", s.event_retention),
+            )
+        })?;
         if !is_bundle_id(&s.bundle_id) {
             return Err(bad(
                 "PUSHTOKEN_BUNDLE_ID",
@@ -453,29 +553,31 @@ impl Config {
             "PUSHTOKEN_REQUEST_TIMEOUT",
             "request-timeout",
         )?;
-        let tls_cert = s.tls_cert.clone().filter(|p| !p.as_os_str().is_empty());
-        let tls_key = s.tls_key.clone().filter(|p| !p.as_os_str().is_empty());
-        match (&tls_cert, &tls_key) {
-            (Some(_), None) => {
-                return Err(bad(
-                    "PUSHTOKEN_TLS_KEY",
-                    "tls-key",
-                    "PUSHTOKEN_TLS_CERT is set but no key",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(bad(
-                    "PUSHTOKEN_TLS_CERT",
-                    "tls-cert",
-                    "PUSHTOKEN_TLS_KEY is set but no certificate",
-                ))
-            }
-            _ => {}
-        }
+        let (tls_cert, tls_key) = pem_pair(&s.tls_cert, &s.tls_key, "")?;
+        let (push_tls_cert, push_tls_key) = pem_pair(&s.push_tls_cert, &s.push_tls_key, "PUSH_")?;
+        let push_listen = match s.push_listen.trim() {
+            "off" => None,
+            text => Some(text.parse().map_err(|_| {
+                bad(
+                    "PUSHTOKEN_PUSH_LISTEN",
+                    "push-listen",
+                    format!("{text:?} is not an address like 127.0.0.1:11001, nor off"),
+                )
+            })?),
+        };
+        let push_heartbeat = parse_duration(&s.push_heartbeat).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_PUSH_HEARTBEAT",
+                "push-heartbeat",
+                format!("{:?} is not a duration like 60s or 2m", s.push_heartbeat),
+            )
+        })?;
         Ok(Config {
             database_url: url.to_owned(),
             listen,
             api_key,
+            notify_key,
+            event_retention,
             bundle_id: s.bundle_id.clone(),
             session_ttl,
             log_format,
@@ -487,9 +589,34 @@ impl Config {
             request_timeout,
             tls_cert,
             tls_key,
+            push_listen,
+            push_tls_cert,
+            push_tls_key,
+            push_heartbeat,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })
+    }
+}
+
+/// A certificate and key setting pair (`PUSHTOKEN_{infix}TLS_CERT` and
+/// `…_KEY`): both or neither; an empty value is unset.
+fn pem_pair(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    infix: &str,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), String> {
+    let set = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let (cert, key) = (set(cert), set(key));
+    let flag = infix.to_ascii_lowercase().replace('_', "-");
+    match (&cert, &key) {
+        (Some(_), None) => Err(format!(
+            "invalid PUSHTOKEN_{infix}TLS_KEY (--{flag}tls-key): PUSHTOKEN_{infix}TLS_CERT is set but no key"
+        )),
+        (None, Some(_)) => Err(format!(
+            "invalid PUSHTOKEN_{infix}TLS_CERT (--{flag}tls-cert): PUSHTOKEN_{infix}TLS_KEY is set but no certificate"
+        )),
+        _ => Ok((cert, key)),
     }
 }
 
@@ -650,6 +777,34 @@ mod tests {
                     "README.md's settings table names {env}, which is no setting"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn push_socket_settings_are_checked() {
+        use clap::Parser;
+        let config = |args: &[&str]| {
+            let mut all = vec!["pushtoken"];
+            all.extend_from_slice(args);
+            Config::from_settings(&Cli::try_parse_from(all).unwrap().settings)
+        };
+        let defaults = config(&[]).unwrap();
+        assert_eq!(
+            defaults.push_listen,
+            Some("127.0.0.1:11001".parse().unwrap())
+        );
+        assert_eq!(defaults.push_heartbeat, Duration::from_secs(60));
+        assert_eq!(config(&["--push-listen", "off"]).unwrap().push_listen, None);
+        for (args, named) in [
+            (&["--push-listen", "11001"][..], "PUSHTOKEN_PUSH_LISTEN"),
+            (&["--push-heartbeat", "0s"], "PUSHTOKEN_PUSH_HEARTBEAT"),
+            (&["--push-tls-cert", "c.pem"], "PUSHTOKEN_PUSH_TLS_KEY"),
+            (&["--push-tls-key", "k.pem"], "PUSHTOKEN_PUSH_TLS_CERT"),
+            (&["--tls-cert", "c.pem"], "PUSHTOKEN_TLS_KEY"),
+        ] {
+            let reason = config(args).unwrap_err();
+            assert!(reason.starts_with(&format!("invalid {named} ")), "{reason}");
+            assert!(!reason.contains('\n'), "{reason}");
         }
     }
 

@@ -6,6 +6,8 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod notify_client;
+pub mod push;
 pub mod secrets;
 pub mod server;
 pub mod store;
@@ -46,39 +48,79 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
     let passwords = Passwords::new(config.password_cost.clone())?;
     let limits = Arc::new(http::limits::Limits::new(&config));
+    let push = Arc::new(
+        push::Hub::new(store.clone(), &config)
+            .await
+            .context("cannot load the push socket's token key")?,
+    );
     Ok(AppState::new(http::Shared {
         store,
         config: Arc::new(config),
         passwords,
         limits,
+        push,
     }))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish (for at most the configured grace period) and
-/// closes the database.
+/// Serves the API on `listener`, and the push socket on its configured
+/// address, until `shutdown` resolves, then lets in-flight requests finish
+/// (for at most the configured grace period), closes the push connections
+/// and closes the database.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let push = match config.push_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for the push socket"))?,
+        ),
+        None => None,
+    };
     let state = state(config).await?;
-    serve_state(state, listener, shutdown).await
+    serve_state(state, listener, push, shutdown).await
 }
 
-/// [`serve`] with a state already built.
+/// [`serve`] with a state and the listeners already made (`push`: none
+/// when the push socket is off).
 pub async fn serve_state(
     state: AppState,
     listener: TcpListener,
+    push: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tls = match (&state.config.tls_cert, &state.config.tls_key) {
         (Some(cert), Some(key)) => Some(server::load_tls(cert, key)?),
         _ => None,
     };
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let push = match push {
+        Some(listener) => {
+            let tls = push::tls_config(&state.config)?;
+            let stopped = stopping.clone().cancelled_owned();
+            Some(tokio::spawn(push::serve(
+                state.push.clone(),
+                listener,
+                tls,
+                stopped,
+            )))
+        }
+        None => None,
+    };
+    let stop = stopping.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.cancel();
+    };
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
-    let purge = tokio::spawn(housekeeping(store.clone(), state.limits.clone()));
+    let purge = tokio::spawn(housekeeping(
+        store.clone(),
+        state.limits.clone(),
+        state.config.event_retention,
+    ));
     let fold = tokio::spawn(async {
         let mut every = tokio::time::interval(http::observe::UPKEEP_EVERY);
         loop {
@@ -92,6 +134,10 @@ pub async fn serve_state(
     server::run(listener, tls, app(state), shutdown, grace)
         .await
         .context("server failed")?;
+    stopping.cancel();
+    if let Some(push) = push {
+        let _ = push.await;
+    }
     purge.abort();
     fold.abort();
     store.close().await;
@@ -99,16 +145,24 @@ pub async fn serve_state(
     Ok(())
 }
 
-/// Once an hour: deletes dead sessions and forgets idle rate-limit state.
-async fn housekeeping(store: Store, limits: Arc<http::limits::Limits>) {
+/// Once an hour: deletes dead sessions and events past their retention,
+/// and forgets idle rate-limit state.
+async fn housekeeping(store: Store, limits: Arc<http::limits::Limits>, retention: Duration) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
         limits.sweep();
-        match store.purge_expired_sessions(unix_now()).await {
+        let now = unix_now();
+        match store.purge_expired_sessions(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
             Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        }
+        let before = now.saturating_sub(retention.as_secs() as i64);
+        match store.purge_events(before, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "purged events past their retention"),
+            Err(e) => tracing::warn!(error = %e, "could not purge old events"),
         }
     }
 }

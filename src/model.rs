@@ -178,12 +178,11 @@ fn registration_key(
     key: &str,
     expected: &RegistrationKey<'_>,
 ) -> std::result::Result<(), ValidationError> {
-    check(expected.0.is_some_and(|c| constant_time_eq(c, key)))
-}
-
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    check(
+        expected
+            .0
+            .is_some_and(|c| crate::secrets::constant_time_eq(c, key)),
+    )
 }
 
 /// The user a push-token registration is for: `id`, when sent and not 0,

@@ -1,8 +1,10 @@
 //! The HTTP API: routers of each concern, merged under one middleware stack.
 
 mod accounts;
+mod events;
 pub mod extract;
 pub mod limits;
+mod notify;
 pub(crate) mod observe;
 mod ops;
 mod push_tokens;
@@ -40,6 +42,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub passwords: Passwords,
     pub limits: Arc<limits::Limits>,
+    pub push: Arc<crate::push::Hub>,
 }
 
 impl AppState {
@@ -81,6 +84,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(accounts::router())
         .merge(push_tokens::router())
+        .merge(notify::router())
+        .merge(events::router())
         .merge(ops::router())
         .split_for_parts()
 }

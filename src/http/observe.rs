@@ -252,25 +252,37 @@ mod memory_tests {
         recorder();
         let handles = handles("/test/folding", "GET", 200);
         fold_latency_samples();
-        let before = heap_in_use();
-        // 2,000,000 requests' samples, folded every 10,000 like a server
-        // folding every few seconds: unfolded they would hold about 33 MB.
-        for _ in 0..200 {
-            for _ in 0..10_000 {
-                handles.duration.record(0.001);
+        // The heap is the process's: another test allocating at the same
+        // time shows as growth. Such growth passes, a leak does not, so
+        // the least growth of a few rounds is what counts.
+        let mut least = usize::MAX;
+        for _ in 0..5 {
+            let before = heap_in_use();
+            // 2,000,000 requests' samples, folded every 10,000 like a
+            // server folding every few seconds: unfolded they would hold
+            // about 33 MB.
+            for _ in 0..200 {
+                for _ in 0..10_000 {
+                    handles.duration.record(0.001);
+                }
+                fold_latency_samples();
             }
-            fold_latency_samples();
+            least = least.min(heap_in_use().saturating_sub(before));
+            if least < 4 << 20 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let grown = heap_in_use().saturating_sub(before);
         assert!(
-            grown < 4 << 20,
-            "the heap grew by {grown} bytes over 2,000,000 folded samples"
+            least < 4 << 20,
+            "the heap grew by at least {least} bytes over 2,000,000 folded samples"
         );
         let rendered = recorder().render();
         let count = rendered
             .lines()
             .find(|l| l.starts_with(&format!("{DURATION}_count")) && l.contains("/test/folding"))
             .expect("the histogram is rendered");
-        assert!(count.ends_with(" 2000000"), "{count}");
+        let folded: u64 = count.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(folded % 2_000_000, 0, "{count}");
     }
 }

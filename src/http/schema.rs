@@ -218,6 +218,7 @@ impl Modify for SecuritySchemes {
         (name = "accounts", description = "Sign-up, login, logout and session refresh"),
         (name = "ring tokens", description = "Push tokens for doorbell calls"),
         (name = "message tokens", description = "Push tokens for event notifications"),
+        (name = "delivery", description = "Events sent to the push socket's connections, and their history"),
         (name = "operations", description = "Health and the API description")
     )
 )]
@@ -439,9 +440,14 @@ mod tests {
         let doc = document();
         let bodies = server_bodies();
         let named: BTreeSet<String> = bodies.iter().map(|b| b.0.to_owned()).collect();
+        // POST /v1/api/notify reads its body in `http/notify.rs`, not as a
+        // `model::Body` yet (its user is an integer or a string, its event
+        // an object with rules of its own); its rules are held by the
+        // notify tests of `tests/api` until it moves here.
+        let mut documented = request_bodies(&doc);
+        assert!(documented.remove("NotifyRequest"));
         assert_eq!(
-            request_bodies(&doc),
-            named,
+            documented, named,
             "every request body of the document is read by the server"
         );
 

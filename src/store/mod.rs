@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 pub use postgres::PgStore;
@@ -140,6 +141,66 @@ pub struct PushTokenWrite {
     /// `bundleid` for a created row whose body has none.
     pub default_bundleid: String,
     pub now: i64,
+}
+
+/// A client of the push socket, as it registered.
+#[derive(Clone, Debug)]
+pub struct SocketClient {
+    /// The token the socket issued it.
+    pub token: String,
+    pub imei: String,
+    pub imsi: String,
+    /// The register's `type`.
+    pub kind: String,
+    pub brand: String,
+    pub bundle_id: String,
+    pub registered_at: i64,
+}
+
+/// An event to record, and the push-socket tokens to queue it for.
+pub struct NewEvent {
+    pub user_id: i64,
+    pub family: Family,
+    /// The event's `type`.
+    pub kind: String,
+    pub uid: String,
+    /// The event's own time, else when it was recorded (unix seconds).
+    pub time: i64,
+    /// The event as sent, a JSON object (with its `time`).
+    pub body: String,
+    pub created_at: i64,
+    /// Each token to queue it for, with when it expires there.
+    pub queue: Vec<(String, i64)>,
+}
+
+/// A push token of a user, as delivery sees it.
+#[derive(sqlx::FromRow, Clone)]
+pub struct Recipient {
+    pub push_token: String,
+    /// Whether the push socket issued it.
+    pub socket: bool,
+    /// The instance holding its connection now, if one does.
+    pub held_by: Option<String>,
+}
+
+/// An event queued for a push-socket connection.
+#[derive(sqlx::FromRow, Debug)]
+pub struct QueuedEvent {
+    pub id: i64,
+    pub family: String,
+    /// The event as recorded (a JSON object).
+    pub body: String,
+}
+
+/// A recorded event, for the history routes.
+#[derive(sqlx::FromRow, Debug)]
+pub struct EventRecord {
+    pub id: i64,
+    pub kind: String,
+    pub uid: String,
+    pub time: i64,
+    /// The event as recorded (a JSON object).
+    pub body: String,
 }
 
 /// Whether a write created a row or updated one.
@@ -280,6 +341,67 @@ pub trait Database: Send + Sync + std::fmt::Debug {
 
     /// How many sessions have not expired.
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64>;
+
+    /// The server's secret `name`: the stored one, else `candidate`, stored
+    /// now (the first instance to store one wins; every instance then uses
+    /// it).
+    async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String>;
+
+    /// Records a push-socket client's registration (created, or updated
+    /// with what it sent this time).
+    async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()>;
+
+    async fn user_exists(&self, id: i64) -> StoreResult<bool>;
+
+    /// The user's push tokens of `family`, ordered by serial, with which
+    /// the push socket issued and which connections are held (by whom).
+    async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>>;
+
+    /// Records an event and queues it for its tokens, at once; its id.
+    async fn record_event(&self, event: NewEvent) -> StoreResult<i64>;
+
+    /// Records that `instance` holds the connection of `token`; the
+    /// instance that held it before, if another.
+    async fn hold_socket(
+        &self,
+        token: &str,
+        instance: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
+
+    /// Forgets that `instance` holds the connection of `token`.
+    async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()>;
+
+    /// The live events queued for `token` whose user still holds it,
+    /// oldest first.
+    async fn queued_events(&self, token: &str, now: i64) -> StoreResult<Vec<QueuedEvent>>;
+
+    /// Takes the events up to `last` (and the expired ones) off `token`'s
+    /// queue.
+    async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()>;
+
+    /// The user's events (of device `uid`, when given), newest first.
+    async fn events(
+        &self,
+        user_id: i64,
+        uid: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>>;
+
+    /// Deletes events recorded before `before`, and expired queued events;
+    /// how many events.
+    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<u64>;
+
+    /// Sends `message` to every server instance on this database, this one
+    /// included (PostgreSQL's `NOTIFY`). Nothing on SQLite: one process is
+    /// its only instance.
+    async fn signal(&self, message: &str) -> StoreResult<()>;
+
+    /// The messages [`Database::signal`] sends, as they come; `None` on a
+    /// database with one instance only. An item `None` says some may have
+    /// been lost (the listening connection was made again).
+    async fn signals(&self) -> StoreResult<Option<BoxStream<'static, Option<String>>>>;
 }
 
 /// The server's database, whichever backend is behind it: every method of

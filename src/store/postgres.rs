@@ -11,14 +11,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::queries::Queries;
 use super::{
-    Credentials, Database, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow,
-    PushTokenWrite, SessionUser, StoreError, StoreResult, UserSummary, Written,
+    Credentials, Database, EventRecord, Family, NewEvent, NewSession, NewUser, PoolOptions,
+    PoolStats, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser, SocketClient,
+    StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -26,6 +28,9 @@ type Q = Queries<Postgres>;
 /// How recently a pooled connection must have been in use to skip its
 /// liveness check.
 const RECENTLY_USED: Duration = Duration::from_secs(1);
+
+/// The channel of the instances' messages to each other.
+const SIGNALS: &str = "pushtoken";
 
 /// Attempts of a write transaction before its error is returned.
 const WRITE_ATTEMPTS: u32 = 20;
@@ -256,5 +261,96 @@ impl Database for PgStore {
 
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
         Ok(Q::count_active_sessions(&mut *self.conn().await?, now).await?)
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
+        Ok(Q::server_secret(&mut *self.conn().await?, name, candidate, now).await?)
+    }
+
+    async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()> {
+        Ok(Q::register_socket_client(&mut *self.conn().await?, client).await?)
+    }
+
+    async fn user_exists(&self, id: i64) -> StoreResult<bool> {
+        Ok(Q::user_exists(&mut *self.conn().await?, id).await?)
+    }
+
+    async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {
+        Ok(Q::recipients(&mut *self.conn().await?, user_id, family).await?)
+    }
+
+    async fn record_event(&self, event: NewEvent) -> StoreResult<i64> {
+        Ok(self
+            .write(&event, |conn, event| Box::pin(Q::record_event(conn, event)))
+            .await?)
+    }
+
+    async fn hold_socket(
+        &self,
+        token: &str,
+        instance: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        Ok(self
+            .write(&(token, instance), |conn, (token, instance)| {
+                Box::pin(Q::hold_socket(conn, token, instance, now))
+            })
+            .await?)
+    }
+
+    async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()> {
+        Ok(Q::release_socket(&mut *self.conn().await?, token, instance).await?)
+    }
+
+    async fn queued_events(&self, token: &str, now: i64) -> StoreResult<Vec<QueuedEvent>> {
+        Ok(Q::queued_events(&mut *self.conn().await?, token, now).await?)
+    }
+
+    async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()> {
+        Ok(Q::unqueue_events(&mut *self.conn().await?, token, last, now).await?)
+    }
+
+    async fn events(
+        &self,
+        user_id: i64,
+        uid: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        Ok(Q::events(&mut *self.conn().await?, user_id, uid, offset, limit).await?)
+    }
+
+    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<u64> {
+        Ok(self
+            .write(&(), |conn, _| Box::pin(Q::purge_events(conn, before, now)))
+            .await?)
+    }
+
+    async fn signal(&self, message: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(SIGNALS)
+            .bind(message)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn signals(&self) -> StoreResult<Option<BoxStream<'static, Option<String>>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(SIGNALS).await?;
+        let messages = futures_util::stream::unfold(listener, |mut listener| async move {
+            let message = match listener.try_recv().await {
+                Ok(Some(notification)) => Some(notification.payload().to_owned()),
+                // The connection was lost; the next call makes it again.
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for other instances");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    None
+                }
+            };
+            Some((message, listener))
+        });
+        Ok(Some(Box::pin(messages)))
     }
 }

@@ -20,8 +20,8 @@ use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite, Type};
 
 use super::{
-    Credentials, Family, NewSession, NewUser, PushTokenRow, PushTokenWrite, SessionUser,
-    UserSummary, Written,
+    Credentials, EventRecord, Family, NewEvent, NewSession, NewUser, PushTokenRow, PushTokenWrite,
+    QueuedEvent, Recipient, SessionUser, SocketClient, UserSummary, Written,
 };
 
 /// The columns of a stored push token, in [`PushTokenRow`]'s order.
@@ -86,6 +86,9 @@ where
     for<'r> SessionUser: FromRow<'r, DB::Row>,
     for<'r> PushTokenRow: FromRow<'r, DB::Row>,
     for<'r> SessionTokenRow: FromRow<'r, DB::Row>,
+    for<'r> Recipient: FromRow<'r, DB::Row>,
+    for<'r> QueuedEvent: FromRow<'r, DB::Row>,
+    for<'r> EventRecord: FromRow<'r, DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
     pub async fn ping(conn: &mut DB::Connection) -> Result<(), sqlx::Error> {
@@ -437,6 +440,230 @@ where
             .bind(now)
             .fetch_one(conn)
             .await
+    }
+
+    /// The secret `name`, stored as `candidate` unless one is stored.
+    pub async fn server_secret(
+        conn: &mut DB::Connection,
+        name: &str,
+        candidate: &str,
+        now: i64,
+    ) -> Result<String, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(conn)
+            .await
+    }
+
+    pub async fn register_socket_client(
+        conn: &mut DB::Connection,
+        client: &SocketClient,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO socket_clients \
+             (token, imei, imsi, type, brand, bundle_id, created_at, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (token) DO UPDATE SET imsi = excluded.imsi, type = excluded.type, \
+             brand = excluded.brand, registered_at = excluded.registered_at",
+        )
+        .bind(client.token.as_str())
+        .bind(client.imei.as_str())
+        .bind(client.imsi.as_str())
+        .bind(client.kind.as_str())
+        .bind(client.brand.as_str())
+        .bind(client.bundle_id.as_str())
+        .bind(client.registered_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether user `id` exists.
+    pub async fn user_exists(conn: &mut DB::Connection, id: i64) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+            .bind(id)
+            .fetch_one(conn)
+            .await
+    }
+
+    /// The user's push tokens of `family`, ordered by serial: which the
+    /// push socket issued, and the instance holding each one's connection.
+    pub async fn recipients(
+        conn: &mut DB::Connection,
+        user_id: i64,
+        family: Family,
+    ) -> Result<Vec<Recipient>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT p.push_token, s.token IS NOT NULL AS socket, c.instance AS held_by \
+             FROM push_tokens p \
+             LEFT JOIN socket_clients s ON s.token = p.push_token \
+             LEFT JOIN socket_connections c ON c.token = p.push_token \
+             WHERE p.user_id = $1 AND p.family = $2 ORDER BY p.serial",
+        )
+        .bind(user_id)
+        .bind(family.as_str())
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Records the event and queues it for its tokens (run in one
+    /// transaction); its id.
+    pub async fn record_event(
+        conn: &mut DB::Connection,
+        event: &NewEvent,
+    ) -> Result<i64, sqlx::Error> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO events (user_id, family, type, uid, time, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(event.user_id)
+        .bind(event.family.as_str())
+        .bind(event.kind.as_str())
+        .bind(event.uid.as_str())
+        .bind(event.time)
+        .bind(event.body.as_str())
+        .bind(event.created_at)
+        .fetch_one(&mut *conn)
+        .await?;
+        for (token, expires_at) in &event.queue {
+            sqlx::query(
+                "INSERT INTO queued_events (token, event_id, expires_at) VALUES ($1, $2, $3)",
+            )
+            .bind(token.as_str())
+            .bind(id)
+            .bind(*expires_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// Records that `instance` holds the connection of `token` now (run in
+    /// one transaction); the instance that held it before, if another.
+    pub async fn hold_socket(
+        conn: &mut DB::Connection,
+        token: &str,
+        instance: &str,
+        now: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT instance FROM socket_connections WHERE token = $1")
+                .bind(token)
+                .fetch_optional(&mut *conn)
+                .await?;
+        sqlx::query(
+            "INSERT INTO socket_connections (token, instance, since) VALUES ($1, $2, $3) \
+             ON CONFLICT (token) DO UPDATE SET instance = excluded.instance, since = excluded.since",
+        )
+        .bind(token)
+        .bind(instance)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(before.filter(|before| before != instance))
+    }
+
+    /// Forgets that `instance` holds the connection of `token` (unless
+    /// another instance has taken it since).
+    pub async fn release_socket(
+        conn: &mut DB::Connection,
+        token: &str,
+        instance: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM socket_connections WHERE token = $1 AND instance = $2")
+            .bind(token)
+            .bind(instance)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The events queued for `token` that have not expired and whose user
+    /// still holds the token in the event's family, oldest first.
+    pub async fn queued_events(
+        conn: &mut DB::Connection,
+        token: &str,
+        now: i64,
+    ) -> Result<Vec<QueuedEvent>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT e.id, e.family, e.body FROM queued_events q \
+             JOIN events e ON e.id = q.event_id \
+             WHERE q.token = $1 AND q.expires_at > $2 AND EXISTS (SELECT 1 FROM push_tokens p \
+               WHERE p.family = e.family AND p.push_token = q.token AND p.user_id = e.user_id) \
+             ORDER BY q.event_id",
+        )
+        .bind(token)
+        .bind(now)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Takes the events up to `last` off `token`'s queue, with those that
+    /// expired.
+    pub async fn unqueue_events(
+        conn: &mut DB::Connection,
+        token: &str,
+        last: i64,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM queued_events WHERE token = $1 AND (event_id <= $2 OR expires_at <= $3)",
+        )
+        .bind(token)
+        .bind(last)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The user's recorded events (of one device `uid`, when given),
+    /// newest first, `limit` of them after skipping `offset`.
+    pub async fn events(
+        conn: &mut DB::Connection,
+        user_id: i64,
+        uid: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, type AS kind, uid, time, body FROM events \
+             WHERE user_id = $1 AND ($2 IS NULL OR uid = $2) \
+             ORDER BY id DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(user_id)
+        .bind(uid)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Deletes events recorded before `before` (and what was queued of
+    /// them), and queued events that expired by `now`: how many events.
+    pub async fn purge_events(
+        conn: &mut DB::Connection,
+        before: i64,
+        now: i64,
+    ) -> Result<u64, sqlx::Error> {
+        sqlx::query("DELETE FROM queued_events WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        let done = sqlx::query("DELETE FROM events WHERE created_at < $1")
+            .bind(before)
+            .execute(conn)
+            .await?;
+        Ok(DB::rows_affected(&done))
     }
 }
 

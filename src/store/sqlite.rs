@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite};
 
@@ -15,8 +16,9 @@ use super::queries::{update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE
 use super::readers::{Reader, Readers};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Credentials, Database, Family, NewSession, NewUser, PoolOptions, PoolStats, PushTokenRow,
-    PushTokenWrite, SessionUser, StoreError, StoreResult, UserSummary, Written,
+    Credentials, Database, EventRecord, Family, NewEvent, NewSession, NewUser, PoolOptions,
+    PoolStats, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser, SocketClient,
+    StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -244,6 +246,114 @@ impl Database for SqliteStore {
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
         Ok(Q::count_active_sessions(&mut *self.reader().await?, now).await?)
     }
+
+    async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
+        let (name, candidate): (Arc<str>, Arc<str>) = (name.into(), candidate.into());
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let (name, candidate) = (name.clone(), candidate.clone());
+                Box::pin(async move { Q::server_secret(conn, &name, &candidate, now).await })
+            })
+            .await?)
+    }
+
+    async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()> {
+        let client = Arc::new(client.clone());
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let client = client.clone();
+                Box::pin(async move { Q::register_socket_client(conn, &client).await })
+            })
+            .await?)
+    }
+
+    async fn user_exists(&self, id: i64) -> StoreResult<bool> {
+        Ok(Q::user_exists(&mut *self.reader().await?, id).await?)
+    }
+
+    async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {
+        Ok(Q::recipients(&mut *self.reader().await?, user_id, family).await?)
+    }
+
+    async fn record_event(&self, event: NewEvent) -> StoreResult<i64> {
+        let event = Arc::new(event);
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let event = event.clone();
+                Box::pin(async move { Q::record_event(conn, &event).await })
+            })
+            .await?)
+    }
+
+    async fn hold_socket(
+        &self,
+        token: &str,
+        instance: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let (token, instance): (Arc<str>, Arc<str>) = (token.into(), instance.into());
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let (token, instance) = (token.clone(), instance.clone());
+                Box::pin(async move { Q::hold_socket(conn, &token, &instance, now).await })
+            })
+            .await?)
+    }
+
+    async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()> {
+        let (token, instance): (Arc<str>, Arc<str>) = (token.into(), instance.into());
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let (token, instance) = (token.clone(), instance.clone());
+                Box::pin(async move { Q::release_socket(conn, &token, &instance).await })
+            })
+            .await?)
+    }
+
+    async fn queued_events(&self, token: &str, now: i64) -> StoreResult<Vec<QueuedEvent>> {
+        Ok(Q::queued_events(&mut *self.reader().await?, token, now).await?)
+    }
+
+    async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()> {
+        let token: Arc<str> = token.into();
+        Ok(self
+            .writer
+            .write(move |conn| {
+                let token = token.clone();
+                Box::pin(async move { Q::unqueue_events(conn, &token, last, now).await })
+            })
+            .await?)
+    }
+
+    async fn events(
+        &self,
+        user_id: i64,
+        uid: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<EventRecord>> {
+        Ok(Q::events(&mut *self.reader().await?, user_id, uid, offset, limit).await?)
+    }
+
+    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<u64> {
+        Ok(self
+            .writer
+            .write(move |conn| Box::pin(Q::purge_events(conn, before, now)))
+            .await?)
+    }
+
+    async fn signal(&self, _: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn signals(&self) -> StoreResult<Option<BoxStream<'static, Option<String>>>> {
+        Ok(None)
+    }
 }
 
 /// `PUT`'s statements: the row at the serial is updated (absent optional
@@ -251,8 +361,8 @@ impl Database for SqliteStore {
 /// none, it is inserted (absent optional fields take their defaults).
 /// `OR REPLACE` deletes the row that held the token before, in the same
 /// statement. (The shared `Queries::put_row`, which PostgreSQL runs, does
-/// the same in a function write, three round trips instead of none.) Arguments: the
-/// token, language, dev, bundleid, os, os_token, push_platform,
+/// the same as a function write, a round trip per statement.) Arguments:
+/// the token, language, dev, bundleid, os, os_token, push_platform,
 /// phone_model (`NULL` when absent), now, user id, family, serial and the
 /// default bundleid.
 static PUT: LazyLock<Statements> = LazyLock::new(|| {

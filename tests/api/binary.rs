@@ -262,6 +262,48 @@ async fn secrets_can_be_given_as_files() {
 }
 
 /// Runs the binary's command line (`user add …`, `migrate`) on `database_url`.
+#[every_database]
+async fn notify_posts_an_event_to_the_running_server_and_prints_its_answer(database_url: &str) {
+    let key = ("PUSHTOKEN_NOTIFY_KEY", "operator-notify-key");
+    let server = Server::start_with(database_url, &[key]).await;
+    added_id(
+        run(
+            database_url,
+            &["user", "add", "alice_1", "--password", PASSWORD],
+        )
+        .await,
+    );
+    let url = format!("http://{}", server.address);
+    let notify = |key: &'static str, user: &'static str| {
+        let mut cmd = command(database_url);
+        cmd.env("PUSHTOKEN_NOTIFY_KEY", key)
+            .args(["notify", user, "ring", "--type", "1", "--uid", "DEV-1"])
+            .args(["--message", "At the door", "--server", url.as_str()]);
+        cmd
+    };
+    let output = notify(key.1, "alice_1").output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["message"], "success", "{answer}");
+    assert_eq!(
+        (&answer["delivered"], &answer["skipped"]),
+        (&json!(0), &json!(0))
+    );
+    assert!(answer["id"].as_i64().unwrap() > 0);
+    // A wrong key: the server's answer, and a failing exit.
+    let output = notify("wrong-key", "alice_1").output().await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("invalid token"));
+    let output = notify(key.1, "nobody_1").output().await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("no data error"));
+    server.stop().await;
+}
+
 async fn run(database_url: &str, args: &[&str]) -> Output {
     command(database_url).args(args).output().await.unwrap()
 }

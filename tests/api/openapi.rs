@@ -56,6 +56,13 @@ fn document_lists_every_route_of_the_api() {
     .into_iter()
     .map(String::from)
     .collect();
+    for route in [
+        "POST /v1/api/notify",
+        "GET /v1/api/user/deviceses/event_record",
+        "GET /v1/api/user/event_record/{uid}/devicees",
+    ] {
+        expected.insert(route.to_owned());
+    }
     for base in ["/v1/api/user/token", "/v1/api/user/message/token"] {
         for method in ["GET", "POST", "DELETE"] {
             expected.insert(format!("{method} {base}"));
@@ -67,6 +74,10 @@ fn document_lists_every_route_of_the_api() {
     assert_eq!(routes, expected);
 }
 
+/// The notify key of the servers that answer `POST /v1/api/notify`.
+const NOTIFY_KEY: &str = "openapi-notify-key";
+const NOTIFY_BEARER: &str = "Bearer openapi-notify-key";
+
 /// Makes the server answer `status` for one documented operation.
 async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (StatusCode, Value) {
     let user = app
@@ -77,7 +88,7 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
         .await;
     let token = user.token.as_str();
     let auth = [("token", token)];
-    let path = template.replace("{serial}", "1");
+    let path = template.replace("{serial}", "1").replace("{uid}", "DEV-1");
     let big = "x".repeat(20_000).into_bytes();
     let send = |method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>| {
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -100,6 +111,53 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
         }
     };
     let json = |v: Value| serde_json::to_vec(&v).unwrap();
+    if template == "/v1/api/notify" {
+        let key = [("authorization", NOTIFY_BEARER)];
+        let event = json!({ "user": user.id, "family": "ring",
+                            "event": { "type": "1", "uid": "DEV-1" } });
+        return match status {
+            202 | 403 => send(method, &path, &key, json(event)).await,
+            400 => send(method, &path, &key, b"[]".to_vec()).await,
+            401 => send(method, &path, &[], json(event)).await,
+            404 => {
+                send(
+                    method,
+                    &path,
+                    &key,
+                    json(with(event, "user", json!(999_999))),
+                )
+                .await
+            }
+            408 => {
+                let request = axum::http::Request::post(&path)
+                    .header("authorization", NOTIFY_BEARER)
+                    .body(stalled_body())
+                    .unwrap();
+                let response = tower::ServiceExt::oneshot(app.router(), request)
+                    .await
+                    .unwrap();
+                (response.status(), Value::Null)
+            }
+            413 => send(method, &path, &key, big).await,
+            503 => {
+                app.state.store.close().await;
+                send(method, &path, &key, json(event)).await
+            }
+            other => panic!("no way to make {template} answer {other}: add one here"),
+        };
+    }
+    if template.contains("event_record") {
+        return match status {
+            200 => send(method, &path, &auth, Vec::new()).await,
+            400 => send(method, &format!("{path}?page=x"), &auth, Vec::new()).await,
+            401 => send(method, &path, &[("token", "forged")], Vec::new()).await,
+            503 => {
+                app.state.store.close().await;
+                send(method, &path, &auth, Vec::new()).await
+            }
+            other => panic!("no way to make {template} answer {other}: add one here"),
+        };
+    }
     let is_tokens = template.contains("/token");
     let valid = match template {
         "/v1/api/user" => sign_up_body("new_user"),
@@ -255,12 +313,15 @@ async fn every_status_the_document_lists_is_answered(app: TestApp) {
     drop(app);
     for (template, method, status) in cases {
         // A fresh server each time: some cases close the database.
-        let flags: &[&str] = match status {
-            429 => &["--auth-rate-per-minute", "2"],
-            408 => &["--request-timeout", "1s"],
-            _ => &[],
+        let mut flags = match status {
+            429 => vec!["--auth-rate-per-minute", "2"],
+            408 => vec!["--request-timeout", "1s"],
+            _ => vec![],
         };
-        let app = TestApp::start_at(db.clone(), &db.url(), flags).await;
+        if template == "/v1/api/notify" && status != 403 {
+            flags.extend(["--notify-key", NOTIFY_KEY]);
+        }
+        let app = TestApp::start_at(db.clone(), &db.url(), &flags).await;
         let (got, body) = trigger(&app, &method, &template, status).await;
         assert_eq!(got.as_u16(), status, "{method} {template}: {body}");
         app.state.store.close().await;

@@ -23,6 +23,7 @@ pub mod api;
 pub mod app;
 pub mod db;
 pub mod openapi;
+pub mod push;
 pub mod push_tokens;
 pub mod server;
 pub mod wire;

@@ -24,7 +24,7 @@ pub fn sqlite_in(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("pushtoken.db").display())
 }
 
-/// The binary on `database_url`, listening on a free port, with the test
+/// The binary on `database_url`, listening on free ports, with the test
 /// registration key and nothing else of the caller's environment.
 pub fn command(database_url: &str) -> Command {
     let mut cmd = Command::new(BIN);
@@ -32,6 +32,7 @@ pub fn command(database_url: &str) -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url)
         .env("PUSHTOKEN_LISTEN", "127.0.0.1:0")
+        .env("PUSHTOKEN_PUSH_LISTEN", "127.0.0.1:0")
         .env("PUSHTOKEN_API_KEY", API_KEY)
         .env("RUST_LOG", "info")
         .kill_on_drop(true);

@@ -1,0 +1,188 @@
+//! Events on their way to the push socket. An event is recorded and queued,
+//! in one transaction, for each of the user's socket tokens it can reach:
+//! one whose connection is held now (on any instance), or, while its ttl
+//! lasts, one that may reconnect. The connection holding a token sends
+//! what is queued for it, oldest first, when it registers and whenever it
+//! is told to ("drain"), then takes it off the queue: a queued event
+//! survives a restart, and is sent once. The instance holding a connection
+//! is told through the database (`Database::signal`), so an event sent
+//! through any instance reaches a connection held by any other.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use super::{Frame, Hub, EVENT};
+use crate::store::{Family, NewEvent, StoreResult};
+use crate::unix_now;
+
+/// How long an event for a connection held now waits for that connection
+/// to take it, whatever its ttl (0 included): long enough to be sent, too
+/// short to reach a later connection.
+const LIVE_GRACE: i64 = 10;
+
+/// What became of an event sent to a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event's id.
+    pub id: i64,
+    /// Socket tokens whose connection (on any instance) was told to send it.
+    pub delivered: u64,
+    /// Socket tokens it waits for, until its ttl runs out.
+    pub queued: u64,
+    /// The user's tokens of the family that nothing reaches.
+    pub skipped: u64,
+}
+
+impl Hub {
+    /// Records `event` for the user's tokens of `family` and sends it on
+    /// its way. `event` holds `type` and `uid` (checked); its `time` is
+    /// added when it has none; `ttl` is in seconds.
+    pub async fn deliver(
+        &self,
+        user_id: i64,
+        family: Family,
+        mut event: Map<String, Value>,
+        ttl: i64,
+    ) -> StoreResult<Delivery> {
+        let now = unix_now();
+        let time = match event.get("time").and_then(Value::as_i64) {
+            Some(time) => time,
+            None => {
+                if !event.contains_key("time") {
+                    event.insert("time".into(), now.into());
+                }
+                now
+            }
+        };
+        let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default();
+        let (kind, uid) = (text("type").to_owned(), text("uid").to_owned());
+        let recipients = self.store.recipients(user_id, family).await?;
+        let (mut queued, mut skipped) = (0, 0);
+        let mut queue = Vec::new();
+        let mut held = Vec::new();
+        for recipient in recipients {
+            match (recipient.socket, recipient.held_by, ttl) {
+                (true, Some(instance), _) => {
+                    queue.push((recipient.push_token.clone(), now + ttl.max(LIVE_GRACE)));
+                    held.push((instance, recipient.push_token));
+                }
+                (true, None, 1..) => {
+                    queued += 1;
+                    queue.push((recipient.push_token.clone(), now + ttl));
+                    held.push((String::new(), recipient.push_token));
+                }
+                _ => skipped += 1,
+            }
+        }
+        let id = self
+            .store
+            .record_event(NewEvent {
+                user_id,
+                family,
+                kind,
+                uid,
+                time,
+                body: Value::Object(event).to_string(),
+                created_at: now,
+                queue,
+            })
+            .await?;
+        let mut delivered = 0;
+        for (instance, token) in held {
+            if instance.is_empty() {
+                // Queued for a token with no connection a moment ago: one
+                // may have registered since.
+                self.registry.nudge(&token);
+            } else {
+                delivered += 1;
+                self.tell(&instance, "drain", &token).await;
+            }
+        }
+        metrics::counter!("pushtoken_events_total", "family" => family.as_str()).increment(1);
+        Ok(Delivery {
+            id,
+            delivered,
+            queued,
+            skipped,
+        })
+    }
+
+    /// Tells `instance` to `what` (`drain` or `close`) its connection for
+    /// `token`: directly when it is this one, through the database if not.
+    pub(super) async fn tell(&self, instance: &str, what: &str, token: &str) {
+        if instance == self.instance {
+            self.act(what, token);
+            return;
+        }
+        let message = format!("{what} {instance} {token}");
+        if let Err(e) = self.store.signal(&message).await {
+            // The event stays queued: the connection sends it when it
+            // reconnects.
+            tracing::warn!(error = %e, "cannot reach another instance");
+        }
+    }
+
+    /// The frames queued for `token`, oldest first, and the last event's
+    /// id.
+    pub(super) async fn queued_frames(
+        &self,
+        token: &str,
+    ) -> StoreResult<(Vec<Frame>, Option<i64>)> {
+        let events = self.store.queued_events(token, unix_now()).await?;
+        let last = events.last().map(|e| e.id);
+        let frames = events
+            .into_iter()
+            .map(|event| {
+                let mut body = match serde_json::from_str(&event.body) {
+                    Ok(Value::Object(body)) => body,
+                    _ => Map::new(),
+                };
+                body.insert("id".into(), event.id.into());
+                body.insert("family".into(), event.family.into());
+                Frame::new(EVENT, Value::Object(body).to_string())
+            })
+            .collect();
+        Ok((frames, last))
+    }
+
+    /// Acts on the other instances' messages for this one, until the
+    /// database has no more to give (SQLite: none at all).
+    pub(super) async fn listen(self: Arc<Self>) {
+        let mut messages = match self.store.signals().await {
+            Ok(Some(messages)) => messages,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other instances");
+                return;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            let Some(message) = message else {
+                // Messages may have been lost: every connection looks.
+                self.registry.nudge_all();
+                continue;
+            };
+            let mut words = message.splitn(3, ' ');
+            let (Some(what), Some(instance), Some(token)) =
+                (words.next(), words.next(), words.next())
+            else {
+                continue;
+            };
+            if instance == self.instance {
+                self.act(what, token);
+            }
+        }
+    }
+
+    /// Closes (`close`) or drains (anything else) this instance's
+    /// connection for `token`, if it holds one.
+    fn act(&self, what: &str, token: &str) {
+        if what == "close" {
+            self.registry.close(token);
+        } else {
+            self.registry.nudge(token);
+        }
+    }
+}
