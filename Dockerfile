@@ -67,12 +67,14 @@ COPY --from=build /out/pushtoken /usr/local/bin/pushtoken
 # hadolint ignore=DL3064
 ENV DATABASE_URL=sqlite:///data/pushtoken.db \
     PUSHTOKEN_LISTEN=0.0.0.0:6443 \
+    PUSHTOKEN_PUSH_LISTEN=0.0.0.0:11001 \
     RUST_LOG=info
 
 WORKDIR /data
 VOLUME ["/data"]
 USER 10001:10001
-EXPOSE 6443
+# The API, and the push socket (TLS) the phones and integrations hold open.
+EXPOSE 6443 11001
 
 # GET /healthz answers 200 while the process is alive (see README).
 # The port follows PUSHTOKEN_LISTEN; HTTPS (certificate not verified: it is
