@@ -24,6 +24,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Rows a page holds unless `page_number` says otherwise, and at most.
 const PAGE_ROWS: i64 = 20;
 const MAX_PAGE_ROWS: i64 = 100;
+/// The last page (far past any history; its first row is well within an
+/// int64).
+const MAX_PAGE: i64 = i32::MAX as i64;
 
 /// A recorded event, with the vendor's defaults for what it did not carry.
 #[derive(Serialize, ToSchema)]
@@ -84,7 +87,7 @@ impl EventRow {
     summary = "The caller's recorded events of every device, newest first",
     security(("token" = []), ("bearer" = [])),
     params(
-        ("page" = Option<i64>, Query, minimum = 0, description = "The page, from 0 (default 0)"),
+        ("page" = Option<i64>, Query, minimum = 0, maximum = 2147483647, description = "The page, from 0 (default 0)"),
         ("page_number" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Rows a page (default 20)"),
     ),
     responses(
@@ -108,7 +111,7 @@ async fn all_events(
     security(("token" = []), ("bearer" = [])),
     params(
         ("uid" = String, Path, description = "The device's uid"),
-        ("page" = Option<i64>, Query, minimum = 0, description = "The page, from 0 (default 0)"),
+        ("page" = Option<i64>, Query, minimum = 0, maximum = 2147483647, description = "The page, from 0 (default 0)"),
         ("page_number" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Rows a page (default 20)"),
     ),
     responses(
@@ -133,9 +136,9 @@ async fn page(
     uid: Option<&str>,
     query: Option<&str>,
 ) -> Result<Json<Vec<EventRow>>> {
-    let page = parameter(query, "page", 0, 0, i64::MAX)?;
+    let page = parameter(query, "page", 0, 0, MAX_PAGE)?;
     let rows = parameter(query, "page_number", PAGE_ROWS, 1, MAX_PAGE_ROWS)?;
-    let offset = page.checked_mul(rows).ok_or(Error::Invalid("page"))?;
+    let offset = page * rows;
     let records = state.store.events(user_id, uid, offset, rows).await?;
     Ok(Json(records.into_iter().map(EventRow::of).collect()))
 }
@@ -172,7 +175,7 @@ mod tests {
 
     #[test]
     fn page_parameters_default_and_refuse_with_the_vendor_errors() {
-        let page = |q: &str| parameter(Some(q), "page", 0, 0, i64::MAX).map_err(|e| e.to_string());
+        let page = |q: &str| parameter(Some(q), "page", 0, 0, MAX_PAGE).map_err(|e| e.to_string());
         assert_eq!(page(""), Ok(0));
         assert_eq!(page("page=3&page_number=5"), Ok(3));
         assert_eq!(page("page_number=5&page=007"), Ok(7));
@@ -180,6 +183,8 @@ mod tests {
         assert_eq!(page("page="), Err("page format error".into()));
         assert_eq!(page("page=1.5"), Err("page format error".into()));
         assert_eq!(page("page=-1"), Err("page error".into()));
+        assert_eq!(page("page=2147483647"), Ok(MAX_PAGE));
+        assert_eq!(page("page=2147483648"), Err("page error".into()));
         let rows =
             |q: &str| parameter(Some(q), "page_number", 20, 1, 100).map_err(|e| e.to_string());
         assert_eq!(rows("page=1"), Ok(20));
