@@ -87,14 +87,19 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
         .get("token")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let from_bearer = || {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    };
     from_token
         .filter(|t| !t.is_empty())
-        .or_else(|| from_bearer().filter(|t| !t.is_empty()))
+        .or_else(|| bearer(headers))
+}
+
+/// The credential of `Authorization: Bearer <credential>`, when not empty.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+        .filter(|credential| !credential.is_empty())
 }
 
 /// Looks a session token up: 401 `invalid token` when unknown or expired.

@@ -2,7 +2,7 @@
 //! event to a user, with the operator's key.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
-use crate::http::extract::JsonObject;
+use crate::http::extract::{bearer, JsonObject};
 use crate::http::schema::{BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout, Unavailable};
 use crate::http::AppState;
 use crate::store::Family;
@@ -165,16 +165,6 @@ async fn notify(
             skipped: delivery.skipped,
         }),
     ))
-}
-
-/// The key of `Authorization: Bearer <key>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, key) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| key.trim())
-        .filter(|key| !key.is_empty())
 }
 
 enum User {

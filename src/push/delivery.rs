@@ -59,19 +59,19 @@ impl Hub {
         let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default();
         let (kind, uid) = (text("type").to_owned(), text("uid").to_owned());
         let recipients = self.store.recipients(user_id, family).await?;
-        let (mut queued, mut skipped) = (0, 0);
+        let mut skipped = 0;
         let mut queue = Vec::new();
-        let mut held = Vec::new();
+        // Tokens whose connection an instance holds, and tokens waiting.
+        let (mut live, mut waiting) = (Vec::new(), Vec::new());
         for recipient in recipients {
             match (recipient.socket, recipient.held_by, ttl) {
                 (true, Some(instance), _) => {
                     queue.push((recipient.push_token.clone(), now + ttl.max(LIVE_GRACE)));
-                    held.push((instance, recipient.push_token));
+                    live.push((instance, recipient.push_token));
                 }
                 (true, None, 1..) => {
-                    queued += 1;
                     queue.push((recipient.push_token.clone(), now + ttl));
-                    held.push((String::new(), recipient.push_token));
+                    waiting.push(recipient.push_token);
                 }
                 _ => skipped += 1,
             }
@@ -89,22 +89,19 @@ impl Hub {
                 queue,
             })
             .await?;
-        let mut delivered = 0;
-        for (instance, token) in held {
-            if instance.is_empty() {
-                // Queued for a token with no connection a moment ago: one
-                // may have registered since.
-                self.registry.nudge(&token);
-            } else {
-                delivered += 1;
-                self.tell(&instance, "drain", &token).await;
-            }
+        for (instance, token) in &live {
+            self.tell(instance, "drain", token).await;
+        }
+        // No connection held these a moment ago: one may have registered
+        // here since.
+        for token in &waiting {
+            self.registry.nudge(token);
         }
         metrics::counter!("pushtoken_events_total", "family" => family.as_str()).increment(1);
         Ok(Delivery {
             id,
-            delivered,
-            queued,
+            delivered: live.len() as u64,
+            queued: waiting.len() as u64,
             skipped,
         })
     }
