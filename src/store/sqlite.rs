@@ -8,9 +8,10 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite};
+use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite, SqliteConnection};
 
 use super::queries::{update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS};
 use super::readers::{Reader, Readers};
@@ -63,6 +64,27 @@ impl SqliteStore {
         Ok(Self { readers, writer })
     }
 
+    /// Runs `job` on `args` in the writer's next batch (again if the batch
+    /// is rolled back for another write): the SQLite side of PostgreSQL's
+    /// `PgStore::write`.
+    async fn write<A, T, F>(&self, args: A, job: F) -> Result<T, sqlx::Error>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'c> Fn(&'c mut SqliteConnection, &'c A) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let args = Arc::new(args);
+        self.writer
+            .write(move |conn| {
+                let (args, job) = (args.clone(), job.clone());
+                Box::pin(async move { job(conn, &args).await })
+            })
+            .await
+    }
+
     /// A connection for a read.
     async fn reader(&self) -> Result<Reader, sqlx::Error> {
         self.readers.acquire().await
@@ -101,14 +123,11 @@ impl Database for SqliteStore {
     }
 
     async fn create_user(&self, user: NewUser, now: i64) -> StoreResult<i64> {
-        let user = Arc::new(user);
-        self.writer
-            .write(move |conn| {
-                let user = user.clone();
-                Box::pin(async move { Q::insert_user(conn, &user, now).await })
-            })
-            .await?
-            .map_err(StoreError::Conflict)
+        self.write(user, move |conn, user| {
+            Box::pin(Q::insert_user(conn, user, now))
+        })
+        .await?
+        .map_err(StoreError::Conflict)
     }
 
     async fn find_credentials(&self, login: &str) -> StoreResult<Option<Credentials>> {
@@ -120,12 +139,9 @@ impl Database for SqliteStore {
     }
 
     async fn create_session(&self, session: NewSession) -> StoreResult<()> {
-        let session = Arc::new(session);
         Ok(self
-            .writer
-            .write(move |conn| {
-                let session = session.clone();
-                Box::pin(async move { Q::insert_session(conn, &session).await })
+            .write(session, |conn, session| {
+                Box::pin(Q::insert_session(conn, session))
             })
             .await?)
     }
@@ -148,13 +164,11 @@ impl Database for SqliteStore {
         now: i64,
         next: NewSession,
     ) -> StoreResult<Option<NewSession>> {
-        let (refresh_hash, next): (Arc<str>, _) = (refresh_hash.into(), Arc::new(next));
         Ok(self
-            .writer
-            .write(move |conn| {
-                let (refresh_hash, next) = (refresh_hash.clone(), next.clone());
-                Box::pin(async move { Q::rotate_session(conn, &refresh_hash, now, &next).await })
-            })
+            .write(
+                (refresh_hash.to_owned(), next),
+                move |conn, (hash, next)| Box::pin(Q::rotate_session(conn, hash, now, next)),
+            )
             .await?)
     }
 
@@ -199,12 +213,7 @@ impl Database for SqliteStore {
     }
 
     async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
-        let write = Arc::new(write);
-        self.writer
-            .write(move |conn| {
-                let write = write.clone();
-                Box::pin(async move { Q::post_row(conn, &write).await })
-            })
+        self.write(write, |conn, write| Box::pin(Q::post_row(conn, write)))
             .await?
             .ok_or(StoreError::Conflict("serial"))
     }
@@ -248,23 +257,20 @@ impl Database for SqliteStore {
     }
 
     async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {
-        let (name, candidate): (Arc<str>, Arc<str>) = (name.into(), candidate.into());
         Ok(self
-            .writer
-            .write(move |conn| {
-                let (name, candidate) = (name.clone(), candidate.clone());
-                Box::pin(async move { Q::server_secret(conn, &name, &candidate, now).await })
-            })
+            .write(
+                (name.to_owned(), candidate.to_owned()),
+                move |conn, (name, candidate)| {
+                    Box::pin(Q::server_secret(conn, name, candidate, now))
+                },
+            )
             .await?)
     }
 
     async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()> {
-        let client = Arc::new(client.clone());
         Ok(self
-            .writer
-            .write(move |conn| {
-                let client = client.clone();
-                Box::pin(async move { Q::register_socket_client(conn, &client).await })
+            .write(client.clone(), |conn, client| {
+                Box::pin(Q::register_socket_client(conn, client))
             })
             .await?)
     }
@@ -278,13 +284,8 @@ impl Database for SqliteStore {
     }
 
     async fn record_event(&self, event: NewEvent) -> StoreResult<i64> {
-        let event = Arc::new(event);
         Ok(self
-            .writer
-            .write(move |conn| {
-                let event = event.clone();
-                Box::pin(async move { Q::record_event(conn, &event).await })
-            })
+            .write(event, |conn, event| Box::pin(Q::record_event(conn, event)))
             .await?)
     }
 
@@ -294,24 +295,20 @@ impl Database for SqliteStore {
         instance: &str,
         now: i64,
     ) -> StoreResult<Option<String>> {
-        let (token, instance): (Arc<str>, Arc<str>) = (token.into(), instance.into());
         Ok(self
-            .writer
-            .write(move |conn| {
-                let (token, instance) = (token.clone(), instance.clone());
-                Box::pin(async move { Q::hold_socket(conn, &token, &instance, now).await })
-            })
+            .write(
+                (token.to_owned(), instance.to_owned()),
+                move |conn, (token, instance)| Box::pin(Q::hold_socket(conn, token, instance, now)),
+            )
             .await?)
     }
 
     async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()> {
-        let (token, instance): (Arc<str>, Arc<str>) = (token.into(), instance.into());
         Ok(self
-            .writer
-            .write(move |conn| {
-                let (token, instance) = (token.clone(), instance.clone());
-                Box::pin(async move { Q::release_socket(conn, &token, &instance).await })
-            })
+            .write(
+                (token.to_owned(), instance.to_owned()),
+                |conn, (token, instance)| Box::pin(Q::release_socket(conn, token, instance)),
+            )
             .await?)
     }
 
@@ -320,12 +317,9 @@ impl Database for SqliteStore {
     }
 
     async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()> {
-        let token: Arc<str> = token.into();
         Ok(self
-            .writer
-            .write(move |conn| {
-                let token = token.clone();
-                Box::pin(async move { Q::unqueue_events(conn, &token, last, now).await })
+            .write(token.to_owned(), move |conn, token| {
+                Box::pin(Q::unqueue_events(conn, token, last, now))
             })
             .await?)
     }
