@@ -31,6 +31,13 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Opens the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url, &config.pool)
@@ -45,6 +52,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// Builds the state the router runs on.
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    http::observe::install_recorder();
     let store = open_store(&config).await?;
     let passwords = Passwords::new(config.password_cost.clone())?;
     let limits = Arc::new(http::limits::Limits::new(&config));
@@ -116,11 +124,7 @@ pub async fn serve_state(
     };
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
-    let purge = tokio::spawn(housekeeping(
-        store.clone(),
-        state.limits.clone(),
-        state.config.event_retention,
-    ));
+    let purge = tokio::spawn(housekeeping(state.clone()));
     let fold = tokio::spawn(async {
         let mut every = tokio::time::interval(http::observe::UPKEEP_EVERY);
         loop {
@@ -145,25 +149,40 @@ pub async fn serve_state(
     Ok(())
 }
 
-/// Once an hour: deletes dead sessions and events past their retention,
-/// and forgets idle rate-limit state.
-async fn housekeeping(store: Store, limits: Arc<http::limits::Limits>, retention: Duration) {
+/// Once an hour, [`tidy`].
+async fn housekeeping(state: AppState) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
-        limits.sweep();
-        let now = unix_now();
-        match store.purge_expired_sessions(now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
-            Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+        tidy(&state, unix_now()).await;
+    }
+}
+
+/// Deletes dead sessions, queued deliveries whose ttl ran out and events
+/// past their retention as of `now` (unix seconds), and forgets idle
+/// rate-limit state.
+pub async fn tidy(state: &AppState, now: i64) {
+    state.limits.sweep();
+    match state.store.purge_expired_sessions(now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+        Err(e) => tracing::warn!(error = %e, "could not purge expired sessions"),
+    }
+    let retention = state.config.event_retention.as_secs() as i64;
+    match state
+        .store
+        .purge_events(now.saturating_sub(retention), now)
+        .await
+    {
+        Ok(purged) => {
+            for (family, n) in &purged.expired {
+                push::count_expired(family, *n);
+            }
+            if purged.events > 0 {
+                tracing::info!(events = purged.events, "purged events past their retention");
+            }
         }
-        let before = now.saturating_sub(retention.as_secs() as i64);
-        match store.purge_events(before, now).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "purged events past their retention"),
-            Err(e) => tracing::warn!(error = %e, "could not purge old events"),
-        }
+        Err(e) => tracing::warn!(error = %e, "could not purge old events"),
     }
 }
 

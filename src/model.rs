@@ -14,7 +14,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use validator::{
@@ -22,6 +22,7 @@ use validator::{
 };
 
 use crate::error::{Error, Result};
+use crate::store::Family;
 
 // ---------------------------------------------------------------------------
 // Field rules
@@ -198,12 +199,21 @@ fn callers_id(id: i64, caller: &Caller) -> std::result::Result<(), ValidationErr
 // ---------------------------------------------------------------------------
 
 /// The JSON type a body field must have; `null` counts as absent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Kind {
     String,
     /// A number with no fractional part that fits an i64 (`1.0` is the
     /// integer 1, as JSON Schema counts it).
     Integer,
+    /// An integer (as [`Kind::Integer`]) or a string: an id or a name.
+    IntegerOrString,
+    /// Any JSON value: the field's rules judge its type too (a value of
+    /// another type is `XXX error`, not `XXX format error`).
+    Any,
+    /// A JSON object that is a body of its own, read by the function: its
+    /// first failing field is reported in this field's place, after this
+    /// field's own rules and before the next field.
+    Object(fn(&Map<String, Value>) -> Result<()>),
 }
 
 impl Kind {
@@ -213,6 +223,10 @@ impl Kind {
         match self {
             Kind::String => value.is_string().then(|| value.clone()),
             Kind::Integer => json_integer(value).map(Value::from),
+            Kind::IntegerOrString if value.is_string() => Some(value.clone()),
+            Kind::IntegerOrString => json_integer(value).map(Value::from),
+            Kind::Object(_) => value.is_object().then(|| value.clone()),
+            Kind::Any => Some(value.clone()),
         }
     }
 }
@@ -234,6 +248,19 @@ pub trait Body: DeserializeOwned {
 /// length error`, `XXX error`, or 403 `XXX error` for a failed check of
 /// who the caller is). Unknown fields are ignored.
 pub fn read_body<'v, B>(object: &Map<String, Value>, context: B::Args) -> Result<B>
+where
+    B: Body + ValidateArgs<'v>,
+{
+    read_body_through(object, context, None)
+}
+
+/// [`read_body`], judging the fields up to `last` (all when `None`): the
+/// fields after it are read, not judged.
+fn read_body_through<'v, B>(
+    object: &Map<String, Value>,
+    context: B::Args,
+    last: Option<&str>,
+) -> Result<B>
 where
     B: Body + ValidateArgs<'v>,
 {
@@ -261,11 +288,15 @@ where
         .err()
         .map(ValidationErrors::into_errors)
         .unwrap_or_default();
-    for &(name, _) in B::FIELDS {
+    for &(name, kind) in B::FIELDS {
         if wrong_type.contains(&name) {
             return Err(Error::Format(name));
         }
-        if let Some(ValidationErrorsKind::Field(list)) = errors.get(name) {
+        // A field named by a Rust keyword (`type`) is `r#type` to validator.
+        let found = errors
+            .get(name)
+            .or_else(|| errors.get(format!("r#{name}").as_str()));
+        if let Some(ValidationErrorsKind::Field(list)) = found {
             if let Some(first) = list.first() {
                 return Err(match first.code.as_ref() {
                     "undefined" => Error::Undefined(name),
@@ -274,6 +305,12 @@ where
                     _ => Error::Invalid(name),
                 });
             }
+        }
+        if let (Kind::Object(read), Some(Value::Object(inner))) = (kind, object.get(name)) {
+            read(inner)?;
+        }
+        if last == Some(name) {
+            return Ok(body);
         }
     }
     if errors.is_empty() {
@@ -654,6 +691,164 @@ impl PushTokenInput {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Delivery
+// ---------------------------------------------------------------------------
+
+/// The largest event, as JSON text.
+pub const MAX_EVENT_BYTES: usize = 8 * 1024;
+/// The longest an event waits for a disconnected token, in seconds.
+pub const MAX_TTL: i64 = 604_800;
+pub const EVENT_TYPE_LENGTH: Length = Length { min: 1, max: 16 };
+pub const EVENT_UID_LENGTH: Length = Length { min: 1, max: 64 };
+
+/// An event for a user's phones.
+#[derive(Deserialize, Validate, ToSchema)]
+#[schema(example = json!({
+    "user": "alice_1", "family": "ring",
+    "event": { "type": "1", "uid": "LANCENS-000123-ABCDE", "message": "Someone is at the door" }
+}))]
+pub struct NotifyRequest {
+    #[validate(required(code = "undefined"))]
+    #[schema(value_type = NotifyUser, required = true)]
+    pub user: Option<NotifyUser>,
+    /// `ring` or `message`.
+    #[validate(required(code = "undefined"), custom(function = "valid_family"))]
+    #[schema(value_type = String, required = true, pattern = "^(ring|message)$")]
+    pub family: Option<Value>,
+    #[validate(
+        required(code = "undefined"),
+        custom(function = "valid_event_size", code = "length")
+    )]
+    #[schema(value_type = NotifyEvent, required = true)]
+    pub event: Option<Map<String, Value>>,
+    /// Seconds the event waits for a disconnected phone: 0 to 604800
+    /// (default 60 for ring, 86400 for message).
+    #[validate(range(min = 0, max = MAX_TTL, code = "invalid"))]
+    #[schema(minimum = 0, maximum = 604800)]
+    pub ttl: Option<i64>,
+}
+
+impl Body for NotifyRequest {
+    const FIELDS: &'static [Field] = &[
+        ("user", Kind::IntegerOrString),
+        ("family", Kind::Any),
+        ("event", Kind::Object(NotifyEvent::check)),
+        ("ttl", Kind::Integer),
+    ];
+}
+
+/// The user: an id (an integer) or a login name (a string: username, email
+/// or phone).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum NotifyUser {
+    Id(i64),
+    Login(String),
+}
+
+/// The event, at most 8 KiB of JSON: `type` and `uid` at least; every
+/// other key is passed on as sent; `id` and `family` are set by the
+/// server, `time` added when absent.
+#[derive(Deserialize, Validate, ToSchema)]
+#[schema(example = json!({ "type": "1", "uid": "LANCENS-000123-ABCDE", "message": "Someone is at the door" }))]
+pub struct NotifyEvent {
+    /// The vendor's event type: `"1"` a doorbell call, `"0"` motion, `"2"`
+    /// fingerprint unlock, …
+    #[validate(
+        required(code = "undefined"),
+        length(min = EVENT_TYPE_LENGTH.min, max = EVENT_TYPE_LENGTH.max, code = "invalid")
+    )]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 16)]
+    pub r#type: Option<String>,
+    /// The device's uid.
+    #[validate(
+        required(code = "undefined"),
+        length(min = EVENT_UID_LENGTH.min, max = EVENT_UID_LENGTH.max, code = "invalid")
+    )]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64)]
+    pub uid: Option<String>,
+}
+
+impl Body for NotifyEvent {
+    const FIELDS: &'static [Field] = &[("type", Kind::String), ("uid", Kind::String)];
+}
+
+impl NotifyEvent {
+    /// The event's own rules: `undefined type`, `type format error`, `type
+    /// error`, and the same for `uid`.
+    pub fn check(event: &Map<String, Value>) -> Result<()> {
+        read_body::<NotifyEvent>(event, ()).map(drop)
+    }
+}
+
+fn valid_family(family: &Value) -> std::result::Result<(), ValidationError> {
+    check(family_of(family).is_some())
+}
+
+fn family_of(value: &Value) -> Option<Family> {
+    match value.as_str()? {
+        "ring" => Some(Family::Ring),
+        "message" => Some(Family::Message),
+        _ => None,
+    }
+}
+
+fn valid_event_size(event: &Map<String, Value>) -> std::result::Result<(), ValidationError> {
+    // Counted as the JSON text it is stored and sent as.
+    let mut size = ByteCount(0);
+    let fits = serde_json::to_writer(&mut size, event).is_ok() && size.0 <= MAX_EVENT_BYTES;
+    check(fits)
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A validated event to send.
+#[derive(Debug)]
+pub struct Notify {
+    pub user: NotifyUser,
+    pub family: Family,
+    /// The event as sent (`type` and `uid` checked).
+    pub event: Map<String, Value>,
+    /// Seconds, the family's default when absent.
+    pub ttl: i64,
+}
+
+impl Notify {
+    /// The body's `user`, judged alone: the user is looked up (404 `no
+    /// data error` for nobody) before the fields after it are judged.
+    pub fn user(object: &Map<String, Value>) -> Result<NotifyUser> {
+        let body: NotifyRequest = read_body_through(object, (), Some("user"))?;
+        required(body.user, "user")
+    }
+
+    pub fn parse(object: &Map<String, Value>) -> Result<Self> {
+        let body: NotifyRequest = read_body(object, ())?;
+        let family = required(body.family.as_ref().and_then(family_of), "family")?;
+        Ok(Notify {
+            user: required(body.user, "user")?,
+            family,
+            event: required(body.event, "event")?,
+            ttl: body.ttl.unwrap_or(match family {
+                Family::Ring => 60,
+                Family::Message => 86_400,
+            }),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -700,8 +895,10 @@ mod tests {
     /// A value of another JSON type than `kind`.
     fn wrong_type(kind: Kind) -> Value {
         match kind {
-            Kind::String => json!(1),
+            Kind::String | Kind::Any => json!(1),
             Kind::Integer => json!("1"),
+            Kind::IntegerOrString => json!(true),
+            Kind::Object(_) => json!("{}"),
         }
     }
 
@@ -818,6 +1015,95 @@ mod tests {
         assert!(!is_bundle_id(""));
         assert!(!is_bundle_id(&"a".repeat(156)));
         assert!(!is_bundle_id("com/lancens"));
+    }
+
+    fn notify(body: Value) -> Result<Notify> {
+        Notify::parse(&object(body))
+    }
+
+    #[test]
+    fn a_notify_body_is_judged_user_family_event_and_its_fields_then_ttl() {
+        let event =
+            json!({ "type": "1", "uid": "DEV-1", "message": "hi", "aps": { "sound": "x" } });
+        let sent = notify(json!({ "user": 7.0, "family": "message", "event": event })).unwrap();
+        assert_eq!(sent.user, NotifyUser::Id(7));
+        assert_eq!((sent.family, sent.ttl), (Family::Message, 86_400));
+        assert_eq!(Value::Object(sent.event), event, "passed on as sent");
+        let ring = notify(json!({ "user": "7", "family": "ring", "event": event, "ttl": 0 }));
+        let ring = ring.unwrap();
+        assert_eq!((ring.user, ring.ttl), (NotifyUser::Login("7".into()), 0));
+
+        let big = json!({ "type": "1", "uid": "u", "m": "x".repeat(MAX_EVENT_BYTES) });
+        for (body, said) in [
+            (json!({ "family": 1, "ttl": "x" }), "undefined user"),
+            (json!({ "user": [1], "family": 1 }), "user format error"),
+            (
+                json!({ "user": 1, "family": 1, "event": 1 }),
+                "family error",
+            ),
+            (json!({ "user": 1, "family": "Ring" }), "family error"),
+            (
+                json!({ "user": 1, "family": "ring", "ttl": -1 }),
+                "undefined event",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": [] }),
+                "event format error",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": big }),
+                "event length error",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": { "uid": 1 }, "ttl": "x" }),
+                "undefined type",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": { "type": "", "uid": 1 } }),
+                "type error",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": { "type": "1", "uid": 1 }, "ttl": -1 }),
+                "uid format error",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": { "type": "1", "uid": "" } }),
+                "uid error",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": event, "ttl": 604_801 }),
+                "ttl error",
+            ),
+            (
+                json!({ "user": 1, "family": "ring", "event": event, "ttl": "1" }),
+                "ttl format error",
+            ),
+        ] {
+            assert_eq!(
+                answer(notify(body.clone())).map(|a| a.1),
+                Some(said.into()),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_notify_user_is_read_before_the_rest_of_the_body_is_judged() {
+        let user = |body: Value| Notify::user(&object(body));
+        assert_eq!(
+            user(json!({ "user": 3, "family": 1 })).unwrap(),
+            NotifyUser::Id(3)
+        );
+        let named = user(json!({ "user": "alice_1", "event": "x" })).unwrap();
+        assert_eq!(named, NotifyUser::Login("alice_1".into()));
+        assert_eq!(
+            answer(user(json!({ "family": "ring" }))).map(|a| a.1),
+            Some("undefined user".into())
+        );
+        assert_eq!(
+            answer(user(json!({ "user": 1.5 }))).map(|a| a.1),
+            Some("user format error".into())
+        );
     }
 
     #[test]

@@ -27,8 +27,11 @@ fn recorder() -> &'static PrometheusHandle {
         let buckets = [
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(DURATION.to_owned()), &buckets)
+        let builder = [DURATION, crate::push::DELIVERY_SECONDS]
+            .into_iter()
+            .try_fold(PrometheusBuilder::new(), |builder, name| {
+                builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets)
+            })
             .expect("histogram buckets are not empty");
         match builder.install_recorder() {
             Ok(handle) => {
@@ -63,6 +66,27 @@ fn recorder() -> &'static PrometheusHandle {
                     "pushtoken_database_up",
                     "1 when the database answered the last scrape"
                 );
+                metrics::describe_gauge!(
+                    "pushtoken_push_connections",
+                    "Push-socket connections this instance holds"
+                );
+                metrics::describe_counter!(
+                    "pushtoken_push_frames_total",
+                    "Push-socket frames, by direction (in, out) and command"
+                );
+                metrics::describe_counter!("pushtoken_events_total", "Events sent, by family");
+                metrics::describe_counter!(
+                    crate::push::DELIVERIES,
+                    "Deliveries of events to push-socket tokens, by family and outcome: \
+                     queued (the token was not connected), delivered (its frame was written), \
+                     expired (its ttl ran out unsent)"
+                );
+                metrics::describe_histogram!(
+                    crate::push::DELIVERY_SECONDS,
+                    metrics::Unit::Seconds,
+                    "From an event's recording to its frame written, for connections held when it \
+                     was sent (on any instance)"
+                );
                 handle
             }
             // Another recorder is installed (a host program's): render ours
@@ -70,6 +94,12 @@ fn recorder() -> &'static PrometheusHandle {
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
         }
     })
+}
+
+/// Installs the metrics recorder, so that what happens before the first
+/// request (a push connection, a sweep) is counted.
+pub fn install_recorder() {
+    recorder();
 }
 
 /// Folds the latency samples recorded since the last call into the

@@ -171,7 +171,9 @@ async fn hold(
     closing: &CancellationToken,
 ) -> &'static str {
     // What was queued while the client was away, before anything else.
-    holding.drain.notify_one();
+    if drain(hub, socket, token, false).await.is_err() {
+        return "too slow to write to";
+    }
     let mut heartbeat = tokio::time::interval_at(Instant::now() + hub.heartbeat, hub.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let silence = hub.heartbeat * 3;
@@ -193,7 +195,7 @@ async fn hold(
                 None => return "closed by the client",
             },
             () = holding.drain.notified() => {
-                if drain(hub, socket, token).await.is_err() {
+                if drain(hub, socket, token, true).await.is_err() {
                     return "too slow to write to";
                 }
             }
@@ -216,22 +218,25 @@ async fn hold(
     }
 }
 
-/// Sends what is queued for `token`, then takes it off the queue. A
-/// database failure leaves the events queued (logged); a failed write is
-/// `Err`.
-async fn drain(hub: &Hub, socket: &mut Socket, token: &str) -> Result<(), ()> {
-    let (frames, last) = match hub.queued_frames(token).await {
+/// Sends what is queued for `token`, then takes it off the queue; `live`
+/// when told to by a delivery (not on registering). A database failure
+/// leaves the events queued (logged); a failed write is `Err`.
+async fn drain(hub: &Hub, socket: &mut Socket, token: &str, live: bool) -> Result<(), ()> {
+    let now = unix_now();
+    let queued = match hub.queued(token, now).await {
         Ok(queued) => queued,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read a push connection's queued events");
             return Ok(());
         }
     };
-    for frame in frames {
-        send(socket, frame).await?;
+    let last = queued.last().map(|q| q.id);
+    for event in queued {
+        send(socket, event.frame).await?;
+        super::delivery::delivered(&event.family, event.recorded_ms, live);
     }
     if let Some(last) = last {
-        if let Err(e) = hub.store.unqueue_events(token, last, unix_now()).await {
+        if let Err(e) = hub.store.unqueue_events(token, last, now).await {
             tracing::warn!(error = %e, "cannot take sent events off the queue");
         }
     }

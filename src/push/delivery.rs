@@ -15,12 +15,51 @@ use serde_json::{Map, Value};
 
 use super::{Frame, Hub, EVENT};
 use crate::store::{Family, NewEvent, StoreResult};
-use crate::unix_now;
+use crate::{unix_now, unix_now_ms};
 
 /// How long an event for a connection held now waits for that connection
 /// to take it, whatever its ttl (0 included): long enough to be sent, too
 /// short to reach a later connection.
 const LIVE_GRACE: i64 = 10;
+
+/// An event queued for a connection, as its frame.
+pub(super) struct Queued {
+    pub id: i64,
+    pub frame: Frame,
+    pub family: String,
+    /// When the event was recorded, in unix milliseconds (0: not known).
+    pub recorded_ms: i64,
+}
+
+/// Counts an event's frame as written, and how long it took from the
+/// event's recording when it went to a connection held at the time
+/// (`live`).
+pub(super) fn delivered(family: &str, recorded_ms: i64, live: bool) {
+    count_outcome(family, "delivered", 1);
+    if live && recorded_ms > 0 {
+        let waited = (unix_now_ms() - recorded_ms).max(0) as f64 / 1000.0;
+        metrics::histogram!(DELIVERY_SECONDS).record(waited);
+    }
+}
+
+/// `pushtoken_event_deliveries_total`: queued deliveries by family and
+/// outcome.
+pub const DELIVERIES: &str = "pushtoken_event_deliveries_total";
+/// `pushtoken_push_delivery_seconds`: from an event's recording to its
+/// frame written, for connections held when it was sent.
+pub const DELIVERY_SECONDS: &str = "pushtoken_push_delivery_seconds";
+
+fn count_outcome(family: &str, outcome: &'static str, n: u64) {
+    if n > 0 {
+        let family = if family == "ring" { "ring" } else { "message" };
+        metrics::counter!(DELIVERIES, "family" => family, "outcome" => outcome).increment(n);
+    }
+}
+
+/// Counts deliveries whose ttl ran out before a connection took them.
+pub fn count_expired(family: &str, n: i64) {
+    count_outcome(family, "expired", n.max(0) as u64);
+}
 
 /// What became of an event sent to a user.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +125,7 @@ impl Hub {
                 time,
                 body: Value::Object(event).to_string(),
                 created_at: now,
+                recorded_ms: unix_now_ms(),
                 queue,
             })
             .await?;
@@ -98,6 +138,7 @@ impl Hub {
             self.registry.nudge(token);
         }
         metrics::counter!("pushtoken_events_total", "family" => family.as_str()).increment(1);
+        count_outcome(family.as_str(), "queued", waiting.len() as u64);
         Ok(Delivery {
             id,
             delivered: live.len() as u64,
@@ -121,15 +162,10 @@ impl Hub {
         }
     }
 
-    /// The frames queued for `token`, oldest first, and the last event's
-    /// id.
-    pub(super) async fn queued_frames(
-        &self,
-        token: &str,
-    ) -> StoreResult<(Vec<Frame>, Option<i64>)> {
-        let events = self.store.queued_events(token, unix_now()).await?;
-        let last = events.last().map(|e| e.id);
-        let frames = events
+    /// What is queued for `token` at `now`, oldest first.
+    pub(super) async fn queued(&self, token: &str, now: i64) -> StoreResult<Vec<Queued>> {
+        let events = self.store.queued_events(token, now).await?;
+        Ok(events
             .into_iter()
             .map(|event| {
                 let mut body = match serde_json::from_str(&event.body) {
@@ -137,11 +173,15 @@ impl Hub {
                     _ => Map::new(),
                 };
                 body.insert("id".into(), event.id.into());
-                body.insert("family".into(), event.family.into());
-                Frame::new(EVENT, Value::Object(body).to_string())
+                body.insert("family".into(), event.family.as_str().into());
+                Queued {
+                    id: event.id,
+                    frame: Frame::new(EVENT, Value::Object(body).to_string()),
+                    family: event.family,
+                    recorded_ms: event.recorded_ms,
+                }
             })
-            .collect();
-        Ok((frames, last))
+            .collect())
     }
 
     /// Acts on the other instances' messages for this one, until the

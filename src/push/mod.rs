@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use codec::{Frame, FrameCodec, FrameError, EVENT, HEARTBEAT, MAX_PAYLOAD, REGISTER, TOKEN};
-pub use delivery::Delivery;
+pub use delivery::{count_expired, Delivery, DELIVERIES, DELIVERY_SECONDS};
 pub use token::TokenKey;
 
 use crate::config::Config;

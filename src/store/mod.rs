@@ -169,6 +169,8 @@ pub struct NewEvent {
     /// The event as sent, a JSON object (with its `time`).
     pub body: String,
     pub created_at: i64,
+    /// When it was recorded, in unix milliseconds.
+    pub recorded_ms: i64,
     /// Each token to queue it for, with when it expires there.
     pub queue: Vec<(String, i64)>,
 }
@@ -190,6 +192,18 @@ pub struct QueuedEvent {
     pub family: String,
     /// The event as recorded (a JSON object).
     pub body: String,
+    /// When it was recorded, in unix milliseconds (0: not known).
+    pub recorded_ms: i64,
+}
+
+/// What a sweep of old events removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PurgedEvents {
+    /// Events past their retention.
+    pub events: u64,
+    /// Queued deliveries whose ttl ran out unsent, by family (`ring`,
+    /// `message`).
+    pub expired: Vec<(String, i64)>,
 }
 
 /// A recorded event, for the history routes.
@@ -389,9 +403,9 @@ pub trait Database: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> StoreResult<Vec<EventRecord>>;
 
-    /// Deletes events recorded before `before`, and expired queued events;
-    /// how many events.
-    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<u64>;
+    /// Deletes queued deliveries that expired by `now` unsent, and events
+    /// recorded before `before`.
+    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<PurgedEvents>;
 
     /// Sends `message` to every server instance on this database, this one
     /// included (PostgreSQL's `NOTIFY`). Nothing on SQLite: one process is

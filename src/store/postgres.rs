@@ -19,8 +19,8 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use super::queries::Queries;
 use super::{
     Credentials, Database, EventRecord, Family, NewEvent, NewSession, NewUser, PoolOptions,
-    PoolStats, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser, SocketClient,
-    StoreError, StoreResult, UserSummary, Written,
+    PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser,
+    SocketClient, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -320,7 +320,7 @@ impl Database for PgStore {
         Ok(Q::events(&mut *self.conn().await?, user_id, uid, offset, limit).await?)
     }
 
-    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<u64> {
+    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<PurgedEvents> {
         Ok(self
             .write(&(), |conn, _| Box::pin(Q::purge_events(conn, before, now)))
             .await?)

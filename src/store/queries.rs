@@ -20,8 +20,8 @@ use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite, Type};
 
 use super::{
-    Credentials, EventRecord, Family, NewEvent, NewSession, NewUser, PushTokenRow, PushTokenWrite,
-    QueuedEvent, Recipient, SessionUser, SocketClient, UserSummary, Written,
+    Credentials, EventRecord, Family, NewEvent, NewSession, NewUser, PurgedEvents, PushTokenRow,
+    PushTokenWrite, QueuedEvent, Recipient, SessionUser, SocketClient, UserSummary, Written,
 };
 
 /// The columns of a stored push token, in [`PushTokenRow`]'s order.
@@ -522,8 +522,8 @@ where
         event: &NewEvent,
     ) -> Result<i64, sqlx::Error> {
         let id = sqlx::query_scalar(
-            "INSERT INTO events (user_id, family, type, uid, time, body, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO events (user_id, family, type, uid, time, body, created_at, recorded_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(event.user_id)
         .bind(event.family.as_str())
@@ -532,6 +532,7 @@ where
         .bind(event.time)
         .bind(event.body.as_str())
         .bind(event.created_at)
+        .bind(event.recorded_ms)
         .fetch_one(&mut *conn)
         .await?;
         for (token, expires_at) in &event.queue {
@@ -595,7 +596,7 @@ where
         now: i64,
     ) -> Result<Vec<QueuedEvent>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT e.id, e.family, e.body FROM queued_events q \
+            "SELECT e.id, e.family, e.body, e.recorded_ms FROM queued_events q \
              JOIN events e ON e.id = q.event_id \
              WHERE q.token = $1 AND q.expires_at > $2 AND EXISTS (SELECT 1 FROM push_tokens p \
                WHERE p.family = e.family AND p.push_token = q.token AND p.user_id = e.user_id) \
@@ -607,8 +608,9 @@ where
         .await
     }
 
-    /// Takes the events up to `last` off `token`'s queue, with those that
-    /// expired.
+    /// Takes the events up to `last` that `queued_events` gave at `now`
+    /// off `token`'s queue. What it did not give (expired, or its user no
+    /// longer holds the token) stays until the sweep counts it expired.
     pub async fn unqueue_events(
         conn: &mut DB::Connection,
         token: &str,
@@ -616,7 +618,7 @@ where
         now: i64,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "DELETE FROM queued_events WHERE token = $1 AND (event_id <= $2 OR expires_at <= $3)",
+            "DELETE FROM queued_events WHERE token = $1 AND event_id <= $2 AND expires_at > $3",
         )
         .bind(token)
         .bind(last)
@@ -648,13 +650,21 @@ where
         .await
     }
 
-    /// Deletes events recorded before `before` (and what was queued of
-    /// them), and queued events that expired by `now`: how many events.
+    /// Deletes queued deliveries that expired by `now` unsent, then events
+    /// recorded before `before` (and what was queued of them); run in one
+    /// transaction.
     pub async fn purge_events(
         conn: &mut DB::Connection,
         before: i64,
         now: i64,
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<PurgedEvents, sqlx::Error> {
+        let expired = sqlx::query_as(
+            "SELECT e.family, COUNT(*) FROM queued_events q JOIN events e ON e.id = q.event_id \
+             WHERE q.expires_at <= $1 GROUP BY e.family ORDER BY e.family",
+        )
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
         sqlx::query("DELETE FROM queued_events WHERE expires_at <= $1")
             .bind(now)
             .execute(&mut *conn)
@@ -663,7 +673,10 @@ where
             .bind(before)
             .execute(conn)
             .await?;
-        Ok(DB::rows_affected(&done))
+        Ok(PurgedEvents {
+            events: DB::rows_affected(&done),
+            expired,
+        })
     }
 }
 

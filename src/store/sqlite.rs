@@ -18,8 +18,8 @@ use super::readers::{Reader, Readers};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
     Credentials, Database, EventRecord, Family, NewEvent, NewSession, NewUser, PoolOptions,
-    PoolStats, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser, SocketClient,
-    StoreError, StoreResult, UserSummary, Written,
+    PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser,
+    SocketClient, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -334,7 +334,7 @@ impl Database for SqliteStore {
         Ok(Q::events(&mut *self.reader().await?, user_id, uid, offset, limit).await?)
     }
 
-    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<u64> {
+    async fn purge_events(&self, before: i64, now: i64) -> StoreResult<PurgedEvents> {
         Ok(self
             .writer
             .write(move |conn| Box::pin(Q::purge_events(conn, before, now)))

@@ -570,3 +570,109 @@ async fn across_instances_an_event_reaches_the_connection_another_instance_holds
     let reply = notify(&second, ring(&alice, "1", "DEV-2")).await;
     assert_eq!(next_event(&mut moved).await["id"], reply.body["id"]);
 }
+
+/// The value of the metric whose line starts with `name` and holds every
+/// label of `labels`, summed over the lines that do; 0 when none does.
+async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
+    let (_, _, body) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    let text = String::from_utf8(body).unwrap();
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels.iter().all(|label| line.contains(label))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const DELIVERIES: &str = "pushtoken_event_deliveries_total";
+
+#[every_backend]
+async fn deliveries_are_counted_by_family_and_outcome_and_timed(app: TestApp) {
+    let app = with_key(app).await;
+    let address = app.push_socket().await;
+    let alice = app.user("alice_1").await;
+    let (mut live, _) = phone(&app, address, &alice, RING, "imei-live").await;
+    let (gone, token) = phone(&app, address, &alice, MESSAGE, "imei-gone").await;
+    hang_up(&app, gone, &token).await;
+    let delivered = [r#"family="ring""#, r#"outcome="delivered""#];
+    let queued = [r#"family="message""#, r#"outcome="queued""#];
+    let timed = "pushtoken_push_delivery_seconds_count";
+    let before = (
+        metric(&app, DELIVERIES, &delivered).await,
+        metric(&app, DELIVERIES, &queued).await,
+        metric(&app, timed, &[]).await,
+    );
+    notify(&app, ring(&alice, "1", "DEV-1"))
+        .await
+        .assert_success(StatusCode::ACCEPTED);
+    assert_eq!(next_event(&mut live).await["uid"], "DEV-1");
+    let body = json!({ "user": alice.id, "family": "message",
+                       "event": { "type": "0", "uid": "DEV-1" } });
+    assert_eq!(notify(&app, body).await.body["queued"], 1);
+    // The frame is counted once written; the metrics are process-wide, so
+    // other tests may add to them too.
+    let mut after = before;
+    for _ in 0..100 {
+        after = (
+            metric(&app, DELIVERIES, &delivered).await,
+            metric(&app, DELIVERIES, &queued).await,
+            metric(&app, timed, &[]).await,
+        );
+        if after.0 > before.0 && after.2 > before.2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        after.0 >= before.0 + 1.0,
+        "delivered: {before:?} → {after:?}"
+    );
+    assert!(after.1 >= before.1 + 1.0, "queued: {before:?} → {after:?}");
+    assert!(after.2 >= before.2 + 1.0, "timed: {before:?} → {after:?}");
+}
+
+#[every_backend]
+async fn the_sweep_drops_deliveries_whose_ttl_ran_out_and_events_past_their_retention(
+    app: TestApp,
+) {
+    let app = app
+        .with_flags(&["--notify-key", KEY, "--event-retention", "1h"])
+        .await;
+    let address = app.push_socket().await;
+    let alice = app.user("alice_1").await;
+    let (client, token) = phone(&app, address, &alice, RING, "imei-1").await;
+    hang_up(&app, client, &token).await;
+    let expired = [r#"family="ring""#, r#"outcome="expired""#];
+    let before = metric(&app, DELIVERIES, &expired).await;
+    let body = json!({ "user": alice.id, "family": "ring", "ttl": 60,
+                       "event": { "type": "1", "uid": "DEV-1" } });
+    notify(&app, body)
+        .await
+        .assert_success(StatusCode::ACCEPTED);
+    assert_eq!(app.stored_text("queued_events").await.len(), 1);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Within its ttl the sweep keeps it.
+    pushtoken::tidy(&app.state, now + 30).await;
+    assert_eq!(app.stored_text("queued_events").await.len(), 1);
+    pushtoken::tidy(&app.state, now + 61).await;
+    assert!(app.stored_text("queued_events").await.is_empty());
+    assert!(metric(&app, DELIVERIES, &expired).await >= before + 1.0);
+    let mut back = PushClient::connect(address).await;
+    back.register("imei-1", None).await;
+    no_event(&mut back).await;
+
+    // The event stays in the history for the retention.
+    pushtoken::tidy(&app.state, now + 3_500).await;
+    let history = app.get(HISTORY, &alice.token).await.body;
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
+    pushtoken::tidy(&app.state, now + 3_700).await;
+    assert_eq!(app.get(HISTORY, &alice.token).await.body, json!([]));
+}
