@@ -46,7 +46,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Builds the state the router runs on.
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let store = open_store(&config).await?;
-    let passwords = Passwords::new(config.password_cost.clone())?;
+    let passwords = Passwords::new(config.password_cost.clone(), config.hash_queue)?;
     let limits = Arc::new(http::limits::Limits::new(&config));
     let push = Arc::new(
         push::Hub::new(store.clone(), &config)

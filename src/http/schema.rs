@@ -238,8 +238,9 @@ mod tests {
 
     use crate::error::Error;
     use crate::model::{
-        json_integer, Body, Field, Kind, Login, LoginRequest, LogoutRequest, PushTokenInput,
-        PushTokenRequest, RefreshRequest, RegistrationKey, SignUp, SignUpRequest,
+        json_integer, Body, Field, Kind, Login, LoginRequest, LogoutRequest, PasswordChange,
+        PasswordChangeRequest, PushTokenInput, PushTokenRequest, RefreshRequest, RegistrationKey,
+        SignUp, SignUpRequest,
     };
 
     type Object = Map<String, Value>;
@@ -270,6 +271,11 @@ mod tests {
                 "LogoutRequest",
                 |o: &Object| LogoutRequest::parse(o).map(drop),
                 LogoutRequest::FIELDS,
+            ),
+            (
+                "PasswordChangeRequest",
+                |o: &Object| PasswordChange::parse(o).map(drop),
+                PasswordChangeRequest::FIELDS,
             ),
             (
                 "RefreshRequest",

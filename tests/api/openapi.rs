@@ -47,6 +47,7 @@ fn document_lists_every_route_of_the_api() {
         "POST /v1/api/user/login",
         "POST /v1/api/user/logout",
         "POST /v1/api/user/refresh",
+        "PUT /v1/api/user/password",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
