@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `user add`, `user list`.
+//! The command line: `serve` (default), `migrate`, `user add|list|passwd|revoke|delete`,
+//! `notify`, `openapi`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{load_secret_files, Cli, Command, Config, LogFormat, UserCommand};
 use crate::model::{check_password, check_username};
 use crate::secrets::hash_blocking;
-use crate::store::NewUser;
+use crate::store::{NewUser, Store};
 use crate::{open_store, serve, shutdown_signal, unix_now};
 
 /// Runs the command line and returns the process exit code.
@@ -80,19 +81,14 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::User(UserCommand::Add {
             username,
             password,
-            password_stdin,
+            password_stdin: _,
         }) => {
-            let password = match (password, password_stdin) {
-                (Some(password), _) => password,
-                (None, _) => read_password_line()?,
-            };
+            let password = password.map_or_else(read_password_line, Ok)?;
             check_username(&username)
                 .and_then(|()| check_password(&password))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = open_store(&config).await?;
-            let cost = config.password_cost.clone();
-            let password_hash =
-                tokio::task::spawn_blocking(move || hash_blocking(&cost, &password)).await??;
+            let password_hash = hash_password(&config, password).await?;
             let user = NewUser {
                 username,
                 password_hash,
@@ -104,6 +100,45 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             store.close().await;
             println!("{}", created.map_err(|e| anyhow::anyhow!("{e}"))?);
             Ok(())
+        }
+        Command::User(UserCommand::Passwd {
+            username,
+            password,
+            password_stdin: _,
+        }) => {
+            let password = password.map_or_else(read_password_line, Ok)?;
+            check_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let password_hash = hash_password(&config, password).await?;
+            let username = &username;
+            with_user(&config, username, |store, id| async move {
+                let revoked = store.change_password(id, &password_hash, None).await?;
+                println!("password of {username} (id {id}) changed; {revoked} sessions revoked");
+                Ok(())
+            })
+            .await
+        }
+        Command::User(UserCommand::Revoke { username }) => {
+            let username = &username;
+            with_user(&config, username, |store, id| async move {
+                let revoked = store.revoke_sessions(id).await?;
+                println!("{revoked} sessions of {username} (id {id}) revoked");
+                Ok(())
+            })
+            .await
+        }
+        Command::User(UserCommand::Delete { username }) => {
+            let username = &username;
+            with_user(&config, username, |store, id| async move {
+                let Some(gone) = store.delete_user(id).await? else {
+                    anyhow::bail!("no user {username}");
+                };
+                println!(
+                    "user {username} (id {id}) deleted with {} sessions, {} push tokens and {} events",
+                    gone.sessions, gone.push_tokens, gone.events
+                );
+                Ok(())
+            })
+            .await
         }
         Command::Notify(notification) => {
             let (status, answer) = crate::notify_client::send(&config, &notification).await?;
@@ -132,6 +167,29 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A new hash of `password`, at the configured cost.
+async fn hash_password(config: &Config, password: String) -> anyhow::Result<String> {
+    let cost = config.password_cost.clone();
+    tokio::task::spawn_blocking(move || hash_blocking(&cost, &password)).await?
+}
+
+/// Runs `job` on the user named `login` (username, email or phone) of the
+/// configured database: a one-line error when there is none.
+async fn with_user<F, Fut>(config: &Config, login: &str, job: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Store, i64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let store = open_store(config).await?;
+    let done = match store.find_credentials(login).await {
+        Ok(Some(user)) => job(store.clone(), user.id).await,
+        Ok(None) => Err(anyhow::anyhow!("no user {login}")),
+        Err(e) => Err(e.into()),
+    };
+    store.close().await;
+    done
 }
 
 fn read_password_line() -> anyhow::Result<String> {

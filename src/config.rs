@@ -87,6 +87,31 @@ pub enum UserCommand {
     },
     /// List accounts.
     List,
+    /// Set a user's password; every session of the user is revoked.
+    Passwd {
+        /// The user's username, email or phone.
+        username: String,
+        /// The password (visible in the process list; prefer --password-stdin).
+        #[arg(
+            long,
+            conflicts_with = "password_stdin",
+            required_unless_present = "password_stdin"
+        )]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Revoke every session of a user (their phones must log in again).
+    Revoke {
+        /// The user's username, email or phone.
+        username: String,
+    },
+    /// Delete a user with their sessions, push tokens and events.
+    Delete {
+        /// The user's username, email or phone.
+        username: String,
+    },
 }
 
 /// The raw settings, as given on the command line or in the environment.
@@ -146,6 +171,15 @@ pub struct Settings {
         default_value = "30d"
     )]
     pub session_ttl: String,
+    /// Longest a password login lasts through refreshes, at least the
+    /// session lifetime; then only a new login helps.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_SESSION_MAX_AGE",
+        global = true,
+        default_value = "365d"
+    )]
+    pub session_max_age: String,
     /// Log format: text or json (levels via RUST_LOG).
     #[arg(
         long,
@@ -189,8 +223,9 @@ pub struct Settings {
         default_value = "full"
     )]
     pub sqlite_synchronous: String,
-    /// Failed logins for one username within 15 minutes before its logins
-    /// answer 429 until the window has passed (0: no limit).
+    /// Failed logins for one account (username, email and phone together)
+    /// within 15 minutes before its logins answer 429 until the window has
+    /// passed (0: no limit).
     #[arg(
         long,
         env = "PUSHTOKEN_LOGIN_MAX_FAILURES",
@@ -198,6 +233,15 @@ pub struct Settings {
         default_value = "10"
     )]
     pub login_max_failures: String,
+    /// Logins, sign-ups and password changes waiting for a password hash at
+    /// once; more answer 503 `server busy` at once.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_HASH_QUEUE",
+        global = true,
+        default_value = "32"
+    )]
+    pub hash_queue: String,
     /// Sign-up, login and refresh requests per minute from one client
     /// address, in bursts of up to 100 (0: no limit).
     #[arg(
@@ -281,10 +325,14 @@ pub struct Config {
     pub event_retention: Duration,
     pub bundle_id: String,
     pub session_ttl: Duration,
+    /// How long a password login lasts through refreshes.
+    pub session_max_age: Duration,
     pub log_format: LogFormat,
     pub body_limit: usize,
     pub pool: PoolOptions,
     pub login_max_failures: u32,
+    /// Password hashes waiting or running at once.
+    pub hash_queue: usize,
     pub auth_rate_per_minute: u32,
     pub max_in_flight: usize,
     pub request_timeout: Duration,
@@ -316,10 +364,12 @@ impl fmt::Debug for Config {
             .field("event_retention", &self.event_retention)
             .field("bundle_id", &self.bundle_id)
             .field("session_ttl", &self.session_ttl)
+            .field("session_max_age", &self.session_max_age)
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
             .field("pool", &self.pool)
             .field("login_max_failures", &self.login_max_failures)
+            .field("hash_queue", &self.hash_queue)
             .field("auth_rate_per_minute", &self.auth_rate_per_minute)
             .field("max_in_flight", &self.max_in_flight)
             .field("request_timeout", &self.request_timeout)
@@ -436,6 +486,20 @@ impl Config {
                 ),
             )
         })?;
+        let session_max_age = parse_duration(&s.session_max_age).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_SESSION_MAX_AGE",
+                "session-max-age",
+                format!("{:?} is not a duration like 365d or 90d", s.session_max_age),
+            )
+        })?;
+        if session_max_age < session_ttl {
+            return Err(bad(
+                "PUSHTOKEN_SESSION_MAX_AGE",
+                "session-max-age",
+                "must be at least the session lifetime (PUSHTOKEN_SESSION_TTL)",
+            ));
+        }
         let log_format = match s.log_format.trim().to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -529,6 +593,19 @@ impl Config {
             "login-max-failures",
             1_000_000,
         )?;
+        let hash_queue = count(
+            &s.hash_queue,
+            "PUSHTOKEN_HASH_QUEUE",
+            "hash-queue",
+            1_000_000,
+        )?;
+        if hash_queue == 0 {
+            return Err(bad(
+                "PUSHTOKEN_HASH_QUEUE",
+                "hash-queue",
+                "must be at least 1",
+            ));
+        }
         let auth_rate_per_minute = count(
             &s.auth_rate_per_minute,
             "PUSHTOKEN_AUTH_RATE_PER_MINUTE",
@@ -580,10 +657,12 @@ impl Config {
             event_retention,
             bundle_id: s.bundle_id.clone(),
             session_ttl,
+            session_max_age,
             log_format,
             body_limit,
             pool,
             login_max_failures,
+            hash_queue: hash_queue as usize,
             auth_rate_per_minute,
             max_in_flight: max_in_flight as usize,
             request_timeout,
@@ -670,6 +749,25 @@ mod tests {
         ] {
             assert_eq!(parse_duration(text), None, "{text}");
         }
+    }
+
+    fn config_of(args: &[&str]) -> Result<Config, String> {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([&["pushtoken"], args].concat()).unwrap();
+        Config::from_settings(&cli.settings)
+    }
+
+    #[test]
+    fn the_session_max_age_is_at_least_the_session_ttl() {
+        let config = config_of(&["--session-ttl", "7d", "--session-max-age", "7d"]).unwrap();
+        assert_eq!(config.session_max_age, Duration::from_secs(7 * 86_400));
+        let error = config_of(&["--session-ttl", "7d", "--session-max-age", "6d"]).unwrap_err();
+        assert!(error.contains("PUSHTOKEN_SESSION_MAX_AGE"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        let default = config_of(&[]).unwrap();
+        assert_eq!(default.session_max_age, Duration::from_secs(365 * 86_400));
+        assert_eq!(default.hash_queue, 32);
+        assert!(config_of(&["--hash-queue", "0"]).is_err());
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
     http::observe::install_recorder();
     let store = open_store(&config).await?;
-    let passwords = Passwords::new(config.password_cost.clone())?;
+    let passwords = Passwords::new(config.password_cost.clone(), config.hash_queue)?;
     let limits = Arc::new(http::limits::Limits::new(&config));
     let push = Arc::new(
         push::Hub::new(store.clone(), &config)

@@ -62,6 +62,8 @@ pub const OS_LENGTH: Length = Length::at_most(32);
 pub const OS_TOKEN_LENGTH: Length = Length::at_most(4096);
 pub const PUSH_PLATFORM_LENGTH: Length = Length::at_most(32);
 pub const PHONE_MODEL_LENGTH: Length = Length::at_most(128);
+/// A login name: a username, an email or a phone number.
+pub const LOGIN_NAME_LENGTH: Length = Length::at_most(64);
 
 /// `[A-Za-z0-9_]`.
 fn word_char(c: char) -> bool {
@@ -462,8 +464,12 @@ impl SignUp {
 #[derive(Deserialize, Validate, ToSchema)]
 #[schema(example = json!({ "username": "alice_1", "password": "correct_horse1" }))]
 pub struct LoginRequest {
-    #[validate(required(code = "undefined"))]
-    #[schema(value_type = String, required = true)]
+    /// The account's username, email or phone: at most 64 characters.
+    #[validate(
+        required(code = "undefined"),
+        length(max = LOGIN_NAME_LENGTH.max, code = "length")
+    )]
+    #[schema(value_type = String, required = true, max_length = 64)]
     pub username: Option<String>,
     #[validate(required(code = "undefined"))]
     #[schema(value_type = String, required = true)]
@@ -486,6 +492,52 @@ impl Login {
         Ok(Login {
             username: required(body.username, "username")?,
             password: required(body.password, "password")?,
+        })
+    }
+}
+
+/// A password change: the new password, and the current one.
+#[derive(Deserialize, Validate, ToSchema)]
+#[schema(example = json!({ "password": "new_horse_2", "oldpassword": "correct_horse1" }))]
+pub struct PasswordChangeRequest {
+    /// The new password: 8–16 characters of letters, digits and
+    /// `_!@#$%^&*()+-=`.
+    #[validate(
+        required(code = "undefined"),
+        length(min = PASSWORD_LENGTH.min, max = PASSWORD_LENGTH.max, code = "length"),
+        custom(function = "valid_password")
+    )]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 8,
+        max_length = 16,
+        pattern = "^[A-Za-z0-9_!@#$%^&*()+=-]*$"
+    )]
+    pub password: Option<String>,
+    /// The current password; a wrong one is 400 `oldpassword error`, and
+    /// counts as a failed login.
+    #[validate(required(code = "undefined"))]
+    #[schema(value_type = String, required = true)]
+    pub oldpassword: Option<String>,
+}
+
+impl Body for PasswordChangeRequest {
+    const FIELDS: &'static [Field] = &[("password", Kind::String), ("oldpassword", Kind::String)];
+}
+
+/// A password change that passed every check of its body.
+pub struct PasswordChange {
+    pub password: String,
+    pub oldpassword: String,
+}
+
+impl PasswordChange {
+    pub fn parse(object: &Map<String, Value>) -> Result<Self> {
+        let body: PasswordChangeRequest = read_body(object, ())?;
+        Ok(PasswordChange {
+            password: required(body.password, "password")?,
+            oldpassword: required(body.oldpassword, "oldpassword")?,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Password hashing (Argon2id, off the async threads, bounded) and the
-//! opaque random secrets used as session tokens and refresh keys.
+//! Password hashing (Argon2id, off the async threads, admitted up to a
+//! bound) and the opaque random secrets used as session tokens and refresh
+//! keys.
 
 use std::sync::Arc;
 
@@ -10,39 +11,55 @@ use argon2::password_hash::{
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Hashes and verifies passwords on the blocking pool, on at most all cores
 /// but one at a time (one on a 1- or 2-core machine), so a burst of logins
 /// leaves a core to the other routes and holds at most that many 19 MiB
-/// Argon2 blocks.
+/// Argon2 blocks. A hash is admitted ([`Passwords::admit`]) while fewer
+/// than the queue's length wait: a flood of logins is refused at once
+/// rather than held, each holding its place in the server's in-flight cap.
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    /// Places of the hashes waiting or running.
+    places: Arc<Semaphore>,
     /// A hash of a random password, verified when the user does not exist so
     /// that a wrong username costs as much as a wrong password.
     dummy: Arc<String>,
 }
 
 impl Passwords {
-    pub fn new(params: Params) -> anyhow::Result<Self> {
+    /// Hashes at `params`, with at most `queue` waiting besides those
+    /// running.
+    pub fn new(params: Params, queue: usize) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = cores.saturating_sub(1).max(1);
         let dummy = hash_blocking(&params, &hex::encode(random_bytes()))?;
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))),
+            permits: Arc::new(Semaphore::new(workers)),
+            places: Arc::new(Semaphore::new(workers + queue)),
             dummy: Arc::new(dummy),
         })
     }
 
-    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+    /// A place for hashing, `None` when the queue is full.
+    pub fn admit(&self) -> Option<Admitted> {
+        let place = self.places.clone().try_acquire_owned().ok()?;
+        Some(Admitted {
+            passwords: self.clone(),
+            _place: place,
+        })
+    }
+
+    async fn hash(&self, password: String) -> anyhow::Result<String> {
         let params = self.params.clone();
         self.run(move || hash_blocking(&params, &password)).await?
     }
 
-    /// Whether `password` matches `hash`; `None` verifies against the dummy.
-    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
+    async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
         let exists = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let ok = self
@@ -71,6 +88,27 @@ impl Passwords {
         tokio::task::spawn_blocking(work)
             .await
             .context("password hashing task")
+    }
+}
+
+/// A place among the password hashes waiting or running, for one request's
+/// hashing.
+pub struct Admitted {
+    passwords: Passwords,
+    _place: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// A new hash of `password`.
+    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
+        self.passwords.hash(password).await
+    }
+
+    /// Whether `password` matches `hash`; `None` verifies against a dummy
+    /// hash (and is `false`), so that a missing user costs as much as a
+    /// wrong password.
+    pub async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
+        self.passwords.verify(password, hash).await
     }
 }
 

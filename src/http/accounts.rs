@@ -1,4 +1,4 @@
-//! Sign-up, login, logout and session refresh.
+//! Sign-up, login, logout, session refresh and password change.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -7,18 +7,19 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
-use crate::http::extract::{authenticate, session_token, JsonObject, JsonObjectOrEmpty};
-use crate::http::limits::AuthRate;
+use crate::http::extract::{authenticate, session_token, AuthUser, JsonObject, JsonObjectOrEmpty};
+use crate::http::limits::{Account, AuthRate};
 use crate::http::schema::{
     BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout, SessionResponse, SignUpResponse,
     Success, TooManyRequests, Unauthorized, Unavailable,
 };
 use crate::http::AppState;
 use crate::model::{
-    Login, LoginRequest, LogoutRequest, RefreshRequest, RegistrationKey, SignUp, SignUpRequest,
+    Login, LoginRequest, LogoutRequest, PasswordChange, PasswordChangeRequest, RefreshRequest,
+    RegistrationKey, SignUp, SignUpRequest,
 };
-use crate::secrets::{new_secret, secret_hash};
-use crate::store::{NewSession, NewUser};
+use crate::secrets::{new_secret, secret_hash, Admitted};
+use crate::store::{NewSession, NewUser, Rotation};
 use crate::unix_now;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,6 +28,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(refresh))
+        .routes(routes!(change_password))
+}
+
+/// A place to hash a password, or 503 `server busy` at once.
+fn admit(state: &AppState) -> Result<Admitted> {
+    state.passwords.admit().ok_or_else(|| {
+        tracing::debug!("password hashing is full; a request is refused");
+        Error::Busy
+    })
 }
 
 #[utoipa::path(
@@ -51,8 +61,7 @@ async fn sign_up(
 ) -> Result<(StatusCode, Json<SignUpResponse>)> {
     let key = RegistrationKey(state.config.api_key.as_deref());
     let body = SignUp::parse(&body, &key)?;
-    let password_hash = state
-        .passwords
+    let password_hash = admit(&state)?
         .hash(body.password)
         .await
         .map_err(Error::Internal)?;
@@ -79,7 +88,7 @@ async fn sign_up(
         (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 429, response = TooManyRequests),
-        (status = 503, response = Unavailable),
+        (status = 503, description = "Too many logins wait for a password hash (`server busy`), or the database failed (`10001`)", body = ErrorBody),
     )
 )]
 async fn login(
@@ -88,23 +97,30 @@ async fn login(
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<SessionResponse>)> {
     let Login { username, password } = Login::parse(&body)?;
-    state.limits.check_username(&username)?;
     let account = state.store.find_credentials(&username).await?;
     let (user_id, hash) = match account {
         Some(c) => (Some(c.id), Some(c.password_hash)),
         None => (None, None),
     };
-    let verified = state
-        .passwords
+    let attempt = state.limits.attempt(match user_id {
+        Some(id) => Account::Id(id),
+        None => Account::Unknown(&username),
+    })?;
+    let Some(hashing) = state.passwords.admit() else {
+        attempt.withdrawn();
+        tracing::debug!("password hashing is full; a login is refused");
+        return Err(Error::Busy);
+    };
+    let verified = hashing
         .verify(password, hash)
         .await
         .map_err(Error::Internal)?;
+    drop(hashing);
     let Some(user_id) = user_id.filter(|_| verified) else {
         tracing::info!("login refused");
-        state.limits.login_failed(&username);
         return Err(Error::BadCredentials);
     };
-    state.limits.login_succeeded(&username);
+    attempt.succeeded();
     let (session, issued) = new_session(&state, user_id);
     state.store.create_session(session).await?;
     tracing::info!(user_id, "logged in");
@@ -174,22 +190,95 @@ async fn refresh(
 ) -> Result<(StatusCode, Json<SessionResponse>)> {
     let key = RefreshRequest::parse(&body)?;
     let (next, issued) = new_session(&state, 0);
-    let Some(next) = state
+    let max_age = state.config.session_max_age.as_secs() as i64;
+    let rotated = state
         .store
-        .rotate_session(&secret_hash(&key), unix_now(), next)
-        .await?
-    else {
-        tracing::debug!("refresh with an unknown, expired or used key");
-        return Err(Error::InvalidToken);
+        .rotate_session(&secret_hash(&key), unix_now(), next, max_age)
+        .await?;
+    match rotated {
+        Rotation::Rotated(next) => {
+            tracing::info!(user_id = next.user_id, "session refreshed");
+            Ok((
+                StatusCode::CREATED,
+                Json(SessionResponse {
+                    id: next.user_id,
+                    time: next.expires_at,
+                    ..issued
+                }),
+            ))
+        }
+        Rotation::Reused { user_id, revoked } => {
+            tracing::warn!(
+                user_id,
+                revoked,
+                "a refresh key was used twice: the sessions of its login are revoked"
+            );
+            Err(Error::InvalidToken)
+        }
+        Rotation::Unknown => {
+            tracing::debug!("refresh with an unknown or expired key");
+            Err(Error::InvalidToken)
+        }
+    }
+}
+
+#[utoipa::path(
+    put, path = "/v1/api/user/password", tag = "accounts", operation_id = "change_password",
+    summary = "Change the password: every other session of the user is revoked",
+    security(("token" = []), ("bearer" = [])),
+    request_body = PasswordChangeRequest,
+    responses(
+        (status = 200, description = "Changed", body = Success),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyRequests),
+        (status = 503, description = "Too many requests wait for a password hash (`server busy`), or the database failed (`10001`)", body = ErrorBody),
+    )
+)]
+async fn change_password(
+    State(state): State<AppState>,
+    AuthUser(session): AuthUser,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Success>> {
+    let PasswordChange {
+        password,
+        oldpassword,
+    } = PasswordChange::parse(&body)?;
+    let user_id = session.user_id;
+    let attempt = state.limits.attempt(Account::Id(user_id))?;
+    let Some(hashing) = state.passwords.admit() else {
+        attempt.withdrawn();
+        return Err(Error::Busy);
     };
-    tracing::info!(user_id = next.user_id, "session refreshed");
-    Ok((
-        StatusCode::CREATED,
-        Json(SessionResponse {
-            id: next.user_id,
-            ..issued
-        }),
-    ))
+    let current = state.store.password_hash(user_id).await?;
+    let verified = hashing
+        .verify(oldpassword, current)
+        .await
+        .map_err(Error::Internal)?;
+    if !verified {
+        tracing::info!(user_id, "password change refused: wrong current password");
+        return Err(Error::Invalid("oldpassword"));
+    }
+    attempt.succeeded();
+    let password_hash = hashing.hash(password).await.map_err(Error::Internal)?;
+    drop(hashing);
+    let revoked = state
+        .store
+        .change_password(user_id, &password_hash, Some(session.session_id))
+        .await?;
+    tracing::info!(
+        user_id,
+        revoked,
+        "password changed; the user's other sessions are revoked"
+    );
+    Ok(Json(Success::default()))
+}
+
+/// A new login's id: random, so instances need no shared counter.
+fn login_id() -> i64 {
+    (rand::random::<u64>() >> 1) as i64
 }
 
 /// A new session for `user_id`: what to store and what to answer.
@@ -198,6 +287,7 @@ fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionResponse) 
     let ttl = state.config.session_ttl.as_secs() as i64;
     let token = new_secret();
     let reflash_key = new_secret();
+    let max_age = state.config.session_max_age.as_secs() as i64;
     let session = NewSession {
         user_id,
         token_hash: secret_hash(&token),
@@ -205,8 +295,12 @@ fn new_session(state: &AppState, user_id: i64) -> (NewSession, SessionResponse) 
         created_at: now,
         expires_at: now + ttl,
         // A refresh key outlives its session by one more lifetime, so an app
-        // that was away past expiry can still rotate without the password.
-        refresh_expires_at: now + 2 * ttl,
+        // that was away past expiry can still rotate without the password;
+        // never past the login's end.
+        refresh_expires_at: (now + 2 * ttl).min(now + max_age),
+        // A new login (a refresh keeps its session's).
+        login_id: login_id(),
+        login_at: now,
     };
     let issued = SessionResponse::new(user_id, token, reflash_key, session.expires_at);
     (session, issued)

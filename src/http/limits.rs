@@ -1,11 +1,10 @@
-//! Abuse limits: password guessing per username, sign-up/login/refresh
+//! Abuse limits: password guessing per account, sign-up/login/refresh
 //! bursts per client address, and a cap on requests in flight with a
 //! timeout for each. All are per server instance.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
@@ -14,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use moka::sync::Cache;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -21,23 +21,41 @@ use crate::error::{Error, Result};
 use crate::http::observe::is_probe;
 use crate::http::AppState;
 
-/// How long failed logins are counted against a username.
+/// How long login attempts are counted against an account.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Usernames tracked at once before expired windows are swept.
-const TRACKED_USERNAMES: usize = 100_000;
+/// Accounts and unknown login names whose attempts are counted at once; the
+/// least used beyond it are forgotten first.
+const TRACKED_ACCOUNTS: u64 = 100_000;
 
 pub struct Limits {
     max_failures: u32,
-    failures: Mutex<HashMap<String, Failures>>,
+    /// Attempts by account, each from its first within the window.
+    attempts: Cache<String, Arc<Mutex<Attempts>>>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     in_flight: Arc<Semaphore>,
     request_timeout: Duration,
 }
 
-#[derive(Clone, Copy)]
-struct Failures {
+/// The attempts counted against one account in its window.
+struct Attempts {
     count: u32,
     since: Instant,
+}
+
+/// Whom a login attempt is counted against: an account (its username,
+/// email and phone together), or a name that is nobody's.
+pub enum Account<'a> {
+    Id(i64),
+    Unknown(&'a str),
+}
+
+impl Account<'_> {
+    fn key(&self) -> String {
+        match self {
+            Account::Id(id) => format!("id:{id}"),
+            Account::Unknown(name) => format!("name:{name}"),
+        }
+    }
 }
 
 impl Limits {
@@ -48,59 +66,48 @@ impl Limits {
         });
         Limits {
             max_failures: config.login_max_failures,
-            failures: Mutex::default(),
+            // An entry is changed in place, never replaced, so it lives from
+            // an account's first counted attempt to the end of its window.
+            attempts: Cache::builder()
+                .max_capacity(TRACKED_ACCOUNTS)
+                .time_to_live(FAILURE_WINDOW)
+                .build(),
             per_address,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             request_timeout: config.request_timeout,
         }
     }
 
-    /// 429 while `username` has used up its failed logins in this window.
-    pub fn check_username(&self, username: &str) -> Result<()> {
-        if self.max_failures == 0 {
-            return Ok(());
-        }
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match failures.get(username) {
-            Some(f) if f.count >= self.max_failures && f.since.elapsed() < FAILURE_WINDOW => {
-                let left = FAILURE_WINDOW.saturating_sub(f.since.elapsed());
-                Err(Error::TooManyRequests {
-                    retry_after_secs: left.as_secs() + 1,
-                })
+    /// Counts an attempt against `account` before its password is checked:
+    /// 429 when the account has used up its attempts in this window, so
+    /// that simultaneous guesses cannot all pass a check made before any is
+    /// counted. The attempt stays counted as a failure unless it is
+    /// [`Attempt::succeeded`] or [`Attempt::withdrawn`].
+    pub fn attempt(&self, account: Account<'_>) -> Result<Attempt<'_>> {
+        let key = account.key();
+        if self.max_failures > 0 {
+            let entry = self.attempts.get_with(key.clone(), || {
+                Arc::new(Mutex::new(Attempts {
+                    count: 0,
+                    since: Instant::now(),
+                }))
+            });
+            let mut attempts = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            if attempts.since.elapsed() >= FAILURE_WINDOW {
+                *attempts = Attempts {
+                    count: 0,
+                    since: Instant::now(),
+                };
             }
-            _ => Ok(()),
+            if attempts.count >= self.max_failures {
+                let left = FAILURE_WINDOW.saturating_sub(attempts.since.elapsed());
+                return Err(Error::TooManyRequests {
+                    retry_after_secs: left.as_secs() + 1,
+                });
+            }
+            attempts.count += 1;
         }
-    }
-
-    /// Counts a failed login for `username`.
-    pub fn login_failed(&self, username: &str) {
-        if self.max_failures == 0 {
-            return;
-        }
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= TRACKED_USERNAMES {
-            failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
-        }
-        let now = Instant::now();
-        let entry = failures.entry(username.to_owned()).or_insert(Failures {
-            count: 0,
-            since: now,
-        });
-        if entry.since.elapsed() >= FAILURE_WINDOW {
-            *entry = Failures {
-                count: 0,
-                since: now,
-            };
-        }
-        entry.count = entry.count.saturating_add(1);
-    }
-
-    /// A successful login clears the username's count.
-    pub fn login_succeeded(&self, username: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(username);
+        Ok(Attempt { limits: self, key })
     }
 
     /// 429 when `address` has made too many sign-up, login and refresh
@@ -117,16 +124,35 @@ impl Limits {
         })
     }
 
-    /// Forgets idle addresses and expired username windows.
+    /// Forgets idle addresses and expired attempt windows.
     pub fn sweep(&self) {
         if let Some(limiter) = &self.per_address {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+        self.attempts.run_pending_tasks();
+    }
+}
+
+/// A login attempt counted against its account.
+pub struct Attempt<'a> {
+    limits: &'a Limits,
+    key: String,
+}
+
+impl Attempt<'_> {
+    /// The password was right: the account's count starts again.
+    pub fn succeeded(self) {
+        self.limits.attempts.invalidate(&self.key);
+    }
+
+    /// The password was not checked (no place to hash it): the attempt
+    /// does not count.
+    pub fn withdrawn(self) {
+        if let Some(entry) = self.limits.attempts.get(&self.key) {
+            let mut attempts = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            attempts.count = attempts.count.saturating_sub(1);
+        }
     }
 }
 

@@ -239,8 +239,8 @@ mod tests {
     use crate::error::Error;
     use crate::model::{
         json_integer, Body, Field, Kind, Login, LoginRequest, LogoutRequest, Notify, NotifyEvent,
-        NotifyRequest, PushTokenInput, PushTokenRequest, RefreshRequest, RegistrationKey, SignUp,
-        SignUpRequest,
+        NotifyRequest, PasswordChange, PasswordChangeRequest, PushTokenInput, PushTokenRequest,
+        RefreshRequest, RegistrationKey, SignUp, SignUpRequest,
     };
 
     type Object = Map<String, Value>;
@@ -271,6 +271,11 @@ mod tests {
                 "LogoutRequest",
                 |o: &Object| LogoutRequest::parse(o).map(drop),
                 LogoutRequest::FIELDS,
+            ),
+            (
+                "PasswordChangeRequest",
+                |o: &Object| PasswordChange::parse(o).map(drop),
+                PasswordChangeRequest::FIELDS,
             ),
             (
                 "RefreshRequest",

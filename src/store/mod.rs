@@ -75,8 +75,9 @@ pub struct UserSummary {
     pub created_at: i64,
 }
 
-/// A new session: the hashes of its token and refresh key, and its expiries.
-#[derive(Clone)]
+/// A new session: the hashes of its token and refresh key, its expiries,
+/// and the password login it descends from.
+#[derive(Clone, Debug)]
 pub struct NewSession {
     pub user_id: i64,
     pub token_hash: String,
@@ -84,6 +85,29 @@ pub struct NewSession {
     pub created_at: i64,
     pub expires_at: i64,
     pub refresh_expires_at: i64,
+    /// Shared by every session rotated from the same password login.
+    pub login_id: i64,
+    /// When that login was (unix seconds).
+    pub login_at: i64,
+}
+
+/// What a refresh key did.
+#[derive(Debug)]
+pub enum Rotation {
+    /// It was live: its session is replaced by this one.
+    Rotated(NewSession),
+    /// It was used before: the sessions of its login are revoked.
+    Reused { user_id: i64, revoked: u64 },
+    /// No live session has it, and it was never used.
+    Unknown,
+}
+
+/// What deleting a user removed with it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeletedUser {
+    pub sessions: i64,
+    pub push_tokens: i64,
+    pub events: i64,
 }
 
 /// The user behind a live session.
@@ -310,17 +334,36 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn logout(&self, session: &SessionUser) -> StoreResult<()>;
 
     /// Swaps the session whose refresh key hashes to `refresh_hash` for
-    /// `next` (whose `user_id` is filled in). `None` if no live session has
-    /// that key.
+    /// `next`, whose user and login are filled in and whose expiries are
+    /// cut to `max_age` seconds after the login; the key is kept as used.
+    /// A used key revokes every session of its login instead.
     async fn rotate_session(
         &self,
         refresh_hash: &str,
         now: i64,
         next: NewSession,
-    ) -> StoreResult<Option<NewSession>>;
+        max_age: i64,
+    ) -> StoreResult<Rotation>;
 
-    /// Deletes sessions whose refresh key has expired; returns how many.
+    /// Deletes sessions whose refresh key has expired, and used refresh
+    /// keys past their expiry; returns how many sessions.
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+
+    /// Sets the user's password hash and revokes their sessions but
+    /// `keep`, at once; how many sessions were revoked.
+    async fn change_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<i64>,
+    ) -> StoreResult<u64>;
+
+    /// Revokes every session of the user; how many.
+    async fn revoke_sessions(&self, user_id: i64) -> StoreResult<u64>;
+
+    /// Deletes the user with their sessions, push tokens and events; what
+    /// went with them, `None` when there is no such user.
+    async fn delete_user(&self, user_id: i64) -> StoreResult<Option<DeletedUser>>;
 
     /// The push tokens of the user of the unexpired session whose token
     /// hashes to `token_hash`, looked up together; `None` without such a
@@ -366,6 +409,9 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     async fn register_socket_client(&self, client: &SocketClient) -> StoreResult<()>;
 
     async fn user_exists(&self, id: i64) -> StoreResult<bool>;
+
+    /// The user's password hash, `None` when there is no such user.
+    async fn password_hash(&self, id: i64) -> StoreResult<Option<String>>;
 
     /// The user's push tokens of `family`, ordered by serial, with which
     /// the push socket issued and which connections are held (by whom).

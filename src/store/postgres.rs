@@ -18,9 +18,9 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::queries::Queries;
 use super::{
-    Credentials, Database, EventRecord, Family, NewEvent, NewSession, NewUser, PoolOptions,
-    PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser,
-    SocketClient, StoreError, StoreResult, UserSummary, Written,
+    Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
+    PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient,
+    Rotation, SessionUser, SocketClient, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -207,16 +207,44 @@ impl Database for PgStore {
         refresh_hash: &str,
         now: i64,
         next: NewSession,
-    ) -> StoreResult<Option<NewSession>> {
+        max_age: i64,
+    ) -> StoreResult<Rotation> {
         Ok(self
             .write(&(refresh_hash, next), |conn, (hash, next)| {
-                Box::pin(Q::rotate_session(conn, hash, now, next))
+                Box::pin(Q::rotate_session(conn, hash, now, next, max_age))
             })
             .await?)
     }
 
     async fn purge_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        Ok(Q::purge_expired_sessions(&mut *self.conn().await?, now).await?)
+        Ok(self
+            .write(&(), |conn, _| {
+                Box::pin(Q::purge_expired_sessions(conn, now))
+            })
+            .await?)
+    }
+
+    async fn change_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<i64>,
+    ) -> StoreResult<u64> {
+        Ok(self
+            .write(password_hash, |conn, hash| {
+                Box::pin(Q::change_password(conn, user_id, hash, keep))
+            })
+            .await?)
+    }
+
+    async fn revoke_sessions(&self, user_id: i64) -> StoreResult<u64> {
+        Ok(Q::revoke_sessions(&mut *self.conn().await?, user_id).await?)
+    }
+
+    async fn delete_user(&self, user_id: i64) -> StoreResult<Option<DeletedUser>> {
+        Ok(self
+            .write(&(), |conn, _| Box::pin(Q::delete_user(conn, user_id)))
+            .await?)
     }
 
     async fn session_push_tokens(
@@ -273,6 +301,10 @@ impl Database for PgStore {
 
     async fn user_exists(&self, id: i64) -> StoreResult<bool> {
         Ok(Q::user_exists(&mut *self.conn().await?, id).await?)
+    }
+
+    async fn password_hash(&self, id: i64) -> StoreResult<Option<String>> {
+        Ok(Q::password_hash(&mut *self.conn().await?, id).await?)
     }
 
     async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {

@@ -20,8 +20,9 @@ use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite, Type};
 
 use super::{
-    Credentials, EventRecord, Family, NewEvent, NewSession, NewUser, PurgedEvents, PushTokenRow,
-    PushTokenWrite, QueuedEvent, Recipient, SessionUser, SocketClient, UserSummary, Written,
+    Credentials, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser, PurgedEvents,
+    PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient,
+    UserSummary, Written,
 };
 
 /// The columns of a stored push token, in [`PushTokenRow`]'s order.
@@ -173,9 +174,8 @@ where
         session: &NewSession,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO sessions \
-             (user_id, token_hash, refresh_hash, created_at, expires_at, refresh_expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sessions (user_id, token_hash, refresh_hash, created_at, expires_at, \
+             refresh_expires_at, login_id, login_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(session.user_id)
         .bind(session.token_hash.as_str())
@@ -183,6 +183,8 @@ where
         .bind(session.created_at)
         .bind(session.expires_at)
         .bind(session.refresh_expires_at)
+        .bind(session.login_id)
+        .bind(session.login_at)
         .execute(conn)
         .await?;
         Ok(())
@@ -223,43 +225,156 @@ where
     }
 
     /// Swaps the session whose refresh key hashes to `refresh_hash` for
-    /// `next`, given that session's user (run in one transaction). `None`,
-    /// with nothing written, when no live session has that key.
+    /// `next` (run in one transaction): see `Database::rotate_session`.
     pub async fn rotate_session(
         conn: &mut DB::Connection,
         refresh_hash: &str,
         now: i64,
         next: &NewSession,
-    ) -> Result<Option<NewSession>, sqlx::Error> {
-        let user_id: Option<i64> = sqlx::query_scalar(
-            "DELETE FROM sessions WHERE refresh_hash = $1 \
-             AND refresh_expires_at > $2 RETURNING user_id",
+        max_age: i64,
+    ) -> Result<Rotation, sqlx::Error> {
+        let live: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+            "DELETE FROM sessions WHERE refresh_hash = $1 AND refresh_expires_at > $2 \
+             RETURNING user_id, login_id, login_at, refresh_expires_at",
         )
         .bind(refresh_hash)
         .bind(now)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(user_id) = user_id else {
-            return Ok(None);
+        let Some((user_id, login_id, login_at, refresh_expires_at)) = live else {
+            return Self::refresh_key_reused(conn, refresh_hash, now).await;
         };
+        sqlx::query(
+            "INSERT INTO used_refresh_keys (refresh_hash, user_id, login_id, used_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(refresh_hash)
+        .bind(user_id)
+        .bind(login_id)
+        .bind(now)
+        .bind(refresh_expires_at)
+        .execute(&mut *conn)
+        .await?;
+        let end = login_at.saturating_add(max_age);
+        if end <= now {
+            // The login is over: its last session goes, nothing replaces it.
+            return Ok(Rotation::Unknown);
+        }
         let session = NewSession {
             user_id,
+            login_id,
+            login_at,
+            expires_at: next.expires_at.min(end),
+            refresh_expires_at: next.refresh_expires_at.min(end),
             ..next.clone()
         };
         Self::insert_session(conn, &session).await?;
-        Ok(Some(session))
+        Ok(Rotation::Rotated(session))
     }
 
-    /// Deletes sessions whose refresh key has expired; how many.
+    /// A refresh key no live session has: if it was used before, revokes
+    /// the sessions of its login.
+    async fn refresh_key_reused(
+        conn: &mut DB::Connection,
+        refresh_hash: &str,
+        now: i64,
+    ) -> Result<Rotation, sqlx::Error> {
+        let used: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT user_id, login_id FROM used_refresh_keys \
+             WHERE refresh_hash = $1 AND expires_at > $2",
+        )
+        .bind(refresh_hash)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((user_id, login_id)) = used else {
+            return Ok(Rotation::Unknown);
+        };
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND login_id = $2")
+            .bind(user_id)
+            .bind(login_id)
+            .execute(conn)
+            .await?;
+        Ok(Rotation::Reused {
+            user_id,
+            revoked: DB::rows_affected(&done),
+        })
+    }
+
+    /// Deletes sessions whose refresh key has expired (how many), and used
+    /// refresh keys past their expiry.
     pub async fn purge_expired_sessions(
         conn: &mut DB::Connection,
         now: i64,
     ) -> Result<u64, sqlx::Error> {
         let done = sqlx::query("DELETE FROM sessions WHERE refresh_expires_at <= $1")
             .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM used_refresh_keys WHERE expires_at <= $1")
+            .bind(now)
             .execute(conn)
             .await?;
         Ok(DB::rows_affected(&done))
+    }
+
+    /// Sets the user's password hash and revokes their sessions but `keep`
+    /// (run in one transaction); how many sessions went.
+    pub async fn change_password(
+        conn: &mut DB::Connection,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<i64>,
+    ) -> Result<u64, sqlx::Error> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
+            .bind(user_id)
+            .bind(keep.unwrap_or(-1))
+            .execute(conn)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// Revokes every session of the user; how many.
+    pub async fn revoke_sessions(
+        conn: &mut DB::Connection,
+        user_id: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(conn)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    /// Deletes the user, and with them (by the foreign keys) their
+    /// sessions, push tokens, events and used refresh keys (run in one
+    /// transaction).
+    pub async fn delete_user(
+        conn: &mut DB::Connection,
+        user_id: i64,
+    ) -> Result<Option<DeletedUser>, sqlx::Error> {
+        let (sessions, push_tokens, events): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE user_id = $1), \
+             (SELECT COUNT(*) FROM push_tokens WHERE user_id = $1), \
+             (SELECT COUNT(*) FROM events WHERE user_id = $1)",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(conn)
+            .await?;
+        Ok((DB::rows_affected(&done) > 0).then_some(DeletedUser {
+            sessions,
+            push_tokens,
+            events,
+        }))
     }
 
     /// The rows of the session's user, in one query: `None` when no
@@ -488,6 +603,16 @@ where
     }
 
     /// Whether user `id` exists.
+    pub async fn password_hash(
+        conn: &mut DB::Connection,
+        id: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await
+    }
+
     pub async fn user_exists(conn: &mut DB::Connection, id: i64) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
             .bind(id)

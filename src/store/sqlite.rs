@@ -17,9 +17,9 @@ use super::queries::{update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE
 use super::readers::{Reader, Readers};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Credentials, Database, EventRecord, Family, NewEvent, NewSession, NewUser, PoolOptions,
-    PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, SessionUser,
-    SocketClient, StoreError, StoreResult, UserSummary, Written,
+    Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
+    PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient,
+    Rotation, SessionUser, SocketClient, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -163,11 +163,14 @@ impl Database for SqliteStore {
         refresh_hash: &str,
         now: i64,
         next: NewSession,
-    ) -> StoreResult<Option<NewSession>> {
+        max_age: i64,
+    ) -> StoreResult<Rotation> {
         Ok(self
             .write(
                 (refresh_hash.to_owned(), next),
-                move |conn, (hash, next)| Box::pin(Q::rotate_session(conn, hash, now, next)),
+                move |conn, (hash, next)| {
+                    Box::pin(Q::rotate_session(conn, hash, now, next, max_age))
+                },
             )
             .await?)
     }
@@ -176,6 +179,33 @@ impl Database for SqliteStore {
         Ok(self
             .writer
             .write(move |conn| Box::pin(Q::purge_expired_sessions(conn, now)))
+            .await?)
+    }
+
+    async fn change_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<i64>,
+    ) -> StoreResult<u64> {
+        Ok(self
+            .write(password_hash.to_owned(), move |conn, hash| {
+                Box::pin(Q::change_password(conn, user_id, hash, keep))
+            })
+            .await?)
+    }
+
+    async fn revoke_sessions(&self, user_id: i64) -> StoreResult<u64> {
+        Ok(self
+            .writer
+            .write(move |conn| Box::pin(Q::revoke_sessions(conn, user_id)))
+            .await?)
+    }
+
+    async fn delete_user(&self, user_id: i64) -> StoreResult<Option<DeletedUser>> {
+        Ok(self
+            .writer
+            .write(move |conn| Box::pin(Q::delete_user(conn, user_id)))
             .await?)
     }
 
@@ -277,6 +307,10 @@ impl Database for SqliteStore {
 
     async fn user_exists(&self, id: i64) -> StoreResult<bool> {
         Ok(Q::user_exists(&mut *self.reader().await?, id).await?)
+    }
+
+    async fn password_hash(&self, id: i64) -> StoreResult<Option<String>> {
+        Ok(Q::password_hash(&mut *self.reader().await?, id).await?)
     }
 
     async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {

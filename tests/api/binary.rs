@@ -304,6 +304,93 @@ async fn notify_posts_an_event_to_the_running_server_and_prints_its_answer(datab
     server.stop().await;
 }
 
+#[every_database]
+async fn user_passwd_revoke_and_delete_act_on_the_user_and_say_what_they_did(database_url: &str) {
+    let add = ["user", "add", "alice_1", "--password", PASSWORD];
+    let id = added_id(run(database_url, &add).await);
+    let server = Server::start(database_url).await;
+    let login = |password: &'static str| {
+        let server = &server;
+        async move {
+            let body = Some(login_body("alice_1", password));
+            server.call("POST", LOGIN, None, body).await
+        }
+    };
+    let token_of = |body: &serde_json::Value| body["token"].as_str().unwrap().to_owned();
+    let (_, first) = login(PASSWORD).await;
+    let (_, second) = login(PASSWORD).await;
+    let ring = format!("{RING}/1");
+    let (status, _) = server
+        .call(
+            "PUT",
+            &ring,
+            Some(&token_of(&second)),
+            Some(registration(1)),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let said = stdout_of(run(database_url, &["user", "revoke", "alice_1"]).await);
+    assert_eq!(said, format!("2 sessions of alice_1 (id {id}) revoked"));
+    for token in [token_of(&first), token_of(&second)] {
+        let (status, body) = server.call("GET", RING, Some(&token), None).await;
+        assert_eq!((status, &body["message"]), (401, &json!("invalid token")));
+    }
+
+    let (_, third) = login(PASSWORD).await;
+    let mut child = command(database_url)
+        .args(["user", "passwd", "alice_1", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"New_pass_22\n").await.unwrap();
+    let said = stdout_of(child.wait_with_output().await.unwrap());
+    assert_eq!(
+        said,
+        format!("password of alice_1 (id {id}) changed; 1 sessions revoked")
+    );
+    let (status, _) = server
+        .call("GET", RING, Some(&token_of(&third)), None)
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(login(PASSWORD).await.0, 401);
+    assert_eq!(login("New_pass_22").await.0, 201);
+
+    let said = stdout_of(run(database_url, &["user", "delete", "alice_1"]).await);
+    assert_eq!(
+        said,
+        format!("user alice_1 (id {id}) deleted with 1 sessions, 1 push tokens and 0 events")
+    );
+    assert_eq!(login("New_pass_22").await.0, 401);
+    for args in [
+        &["user", "delete", "alice_1"][..],
+        &["user", "revoke", "alice_1"],
+        &["user", "passwd", "alice_1", "--password", "New_pass_33"],
+    ] {
+        let output = run(database_url, args).await;
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("no user alice_1"), "{args:?}: {stderr}");
+    }
+    server.stop().await;
+}
+
+/// What a successful command printed, without its last newline.
+fn stdout_of(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .trim_end()
+        .to_owned()
+}
+
 async fn run(database_url: &str, args: &[&str]) -> Output {
     command(database_url).args(args).output().await.unwrap()
 }

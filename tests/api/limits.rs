@@ -1,5 +1,6 @@
-//! Abuse limits: failed logins per username, sign-up/login/refresh per
-//! client address, requests in flight and the request timeout.
+//! Abuse limits: failed logins per account, admission to password hashing,
+//! sign-up/login/refresh per client address, requests in flight and the
+//! request timeout.
 
 use std::time::{Duration, Instant};
 
@@ -7,8 +8,10 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
 use tower::ServiceExt;
 
+use crate::support::accounts::sign_up;
 use crate::support::api::{
-    login_body, registration, sign_up_body, LOGIN, PASSWORD, REFRESH, RING, SIGN_UP,
+    full_sign_up_body, login_body, registration, sign_up_body, LOGIN, PASSWORD, REFRESH, RING,
+    SIGN_UP,
 };
 use crate::support::app::stalled_body;
 use crate::support::{every_backend, Reply, TestApp};
@@ -60,7 +63,7 @@ async fn ten_failed_logins_lock_the_username_with_429_and_retry_after(app: TestA
 }
 
 #[every_backend]
-async fn failed_logins_count_per_username(app: TestApp) {
+async fn failed_logins_count_per_account(app: TestApp) {
     app.sign_up("alice_1").await;
     app.sign_up("bob_2222").await;
     fail_logins(&app, "alice_1", 10).await;
@@ -86,6 +89,108 @@ async fn the_failure_limit_is_a_setting(app: TestApp) {
     let app = app.with_flags(&["--login-max-failures", "0"]).await;
     fail_logins(&app, "alice_1", 15).await;
     assert_logs_in(&app, "alice_1").await;
+}
+
+/// Sends `times` logins of `login` with `password` at once; their answers.
+async fn simultaneous_logins(
+    app: &TestApp,
+    login: &str,
+    password: &str,
+    times: usize,
+) -> Vec<Reply> {
+    let logins = (0..times).map(|_| app.login(login, password));
+    futures_util::future::join_all(logins).await
+}
+
+fn count(replies: &[Reply], status: StatusCode) -> usize {
+    replies.iter().filter(|r| r.status == status).count()
+}
+
+#[every_backend]
+async fn a_hundred_simultaneous_wrong_passwords_get_at_most_ten_401s(app: TestApp) {
+    app.sign_up("alice_1").await;
+    let replies = simultaneous_logins(&app, "alice_1", "wrong_pass1", 100).await;
+    assert_eq!(count(&replies, StatusCode::UNAUTHORIZED), 10);
+    assert_eq!(count(&replies, StatusCode::TOO_MANY_REQUESTS), 90);
+    assert_locked(&app, "alice_1").await;
+}
+
+#[every_backend]
+async fn the_username_email_and_phone_of_one_account_share_one_count(app: TestApp) {
+    let body = full_sign_up_body("alice_1", 1);
+    sign_up(&app, body.clone())
+        .await
+        .assert_success(StatusCode::CREATED);
+    let email = body["email"].as_str().unwrap();
+    let phone = body["phone"].as_str().unwrap();
+    fail_logins(&app, "alice_1", 4).await;
+    fail_logins(&app, email, 3).await;
+    fail_logins(&app, phone, 3).await;
+    for name in ["alice_1", email, phone] {
+        assert_locked(&app, name).await;
+    }
+}
+
+#[every_backend]
+async fn an_unknown_login_name_is_counted_on_its_own(app: TestApp) {
+    app.sign_up("alice_1").await;
+    fail_logins(&app, "nobody_at_all", 10).await;
+    assert_locked(&app, "nobody_at_all").await;
+    fail_logins(&app, "nobody_else", 1).await;
+    assert_logs_in(&app, "alice_1").await;
+}
+
+#[every_backend]
+async fn a_login_name_over_64_characters_is_400_before_the_account_is_looked_at(app: TestApp) {
+    app.sign_up("alice_1").await;
+    let long = "a".repeat(65);
+    for _ in 0..12 {
+        app.login(&long, PASSWORD)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "username length error");
+    }
+    let longest = format!("{}@example.com", "a".repeat(52));
+    assert_eq!(longest.len(), 64);
+    fail_logins(&app, &longest, 1).await;
+}
+
+#[every_backend]
+async fn a_login_flood_beyond_the_hash_queue_gets_503_uncounted_while_token_routes_answer(
+    app: TestApp,
+) {
+    // Hashes slow enough that the flood finds both places taken (one
+    // waiting, one hashing).
+    let app = app
+        .with_password_cost(32 * 1024, 2, &["--hash-queue", "1"])
+        .await;
+    let alice = app.user("alice_1").await;
+    let flood = simultaneous_logins(&app, "alice_1", "wrong_pass1", 40);
+    let reads = async {
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(app.get(RING, &alice.token).await.status);
+        }
+        answers
+    };
+    let (replies, reads) = tokio::join!(flood, reads);
+    assert!(reads.iter().all(|s| *s == StatusCode::OK), "{reads:?}");
+    let busy = count(&replies, StatusCode::SERVICE_UNAVAILABLE);
+    let refused = count(&replies, StatusCode::UNAUTHORIZED);
+    assert!(busy >= 1, "the flood exceeds the hash queue");
+    assert!(refused <= 10);
+    for reply in replies
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+    {
+        reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "server busy");
+    }
+    assert_eq!(
+        busy + refused + count(&replies, StatusCode::TOO_MANY_REQUESTS),
+        40
+    );
+    // Only the attempts whose password was checked were counted.
+    fail_logins(&app, "alice_1", 10 - refused).await;
+    assert_locked(&app, "alice_1").await;
 }
 
 #[every_backend]

@@ -47,6 +47,7 @@ fn document_lists_every_route_of_the_api() {
         "POST /v1/api/user/login",
         "POST /v1/api/user/logout",
         "POST /v1/api/user/refresh",
+        "PUT /v1/api/user/password",
         "GET /healthz",
         "GET /readyz",
         "GET /metrics",
@@ -163,8 +164,10 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
         "/v1/api/user" => sign_up_body("new_user"),
         "/v1/api/user/login" => login_body(&user.username, PASSWORD),
         "/v1/api/user/refresh" => json!({ "reflash_key": user.reflash_key }),
+        "/v1/api/user/password" => json!({ "password": "new_pass_22", "oldpassword": PASSWORD }),
         _ => registration(1),
     };
+    let is_password = template == "/v1/api/user/password";
     match (method, status) {
         (_, 503) => {
             app.state.store.close().await;
@@ -196,12 +199,20 @@ async fn trigger(app: &TestApp, method: &str, template: &str, status: u16) -> (S
             );
             (status, body)
         }
+        ("put", 429) if is_password => {
+            let wrong = json!({ "password": "new_pass_22", "oldpassword": "wrong_pass1" });
+            for _ in 0..10 {
+                send(method, &path, &auth, json(wrong.clone())).await;
+            }
+            send(method, &path, &auth, json(valid)).await
+        }
+        ("put", 200) if is_password => send(method, &path, &auth, json(valid)).await,
         (_, 429) => {
             // The server runs with two sign-up/login/refresh requests a
             // minute per address; `app.user` spent both.
             send(method, &path, &[], json(valid)).await
         }
-        (_, 401) if is_tokens || template.ends_with("/logout") => {
+        (_, 401) if is_tokens || is_password || template.ends_with("/logout") => {
             send(method, &path, &[("token", "forged")], json(json!({}))).await
         }
         ("post", 401) if template.ends_with("/login") => {

@@ -13,6 +13,10 @@ const API_KEY_SECRET: &str = "ApiKeySecretQv83Hn27Lp95Xw";
 const WRONG_API_KEY: &str = "WrongApiKeySecretBt46Mz18Rk73";
 /// The account's password (8–16 characters).
 const PASSWORD_SECRET: &str = "PwSecret_Zq7Xk9";
+/// The password it changes to.
+const NEW_PASSWORD_SECRET: &str = "PwNew_Wm3Rb8Tj";
+/// The password change route.
+const PASSWORD: &str = "/v1/api/user/password";
 /// A wrong password for that account.
 const WRONG_PASSWORD: &str = "PwWrong_Hj4Tn8Rc";
 /// A password too long for sign-up (over 16 characters).
@@ -354,9 +358,6 @@ async fn drive_every_route(
             .expect("reflash_key")
             .to_owned(),
     ));
-    server
-        .expect_json("POST", REFRESH, &[], refresh, (401, "invalid token"))
-        .await;
     // The rotated-out token is now refused.
     server
         .expect(
@@ -404,6 +405,28 @@ async fn drive_every_route(
         )
         .await;
     message_calls += 1;
+    // The used refresh key again: refused, and its login ends.
+    server
+        .expect_json("POST", REFRESH, &[], refresh, (401, "invalid token"))
+        .await;
+
+    // A password change: a wrong current password, then the right one.
+    let login = login_body(&username, PASSWORD_SECRET);
+    let body = server
+        .expect_json("POST", LOGIN, &[], login, (201, "success"))
+        .await;
+    let third = body["token"].as_str().expect("token").to_owned();
+    secrets.push(("session token", third.clone()));
+    secrets.push(("new password", NEW_PASSWORD_SECRET.to_owned()));
+    for (old, answer) in [
+        (WRONG_PASSWORD, (400, "oldpassword error")),
+        (PASSWORD_SECRET, (200, "success")),
+    ] {
+        let body = json!({ "password": NEW_PASSWORD_SECRET, "oldpassword": old });
+        server
+            .expect_json("PUT", PASSWORD, &[("token", &third)], body, answer)
+            .await;
+    }
 
     let log = server.stop().await;
     // Neither path contains the other.
@@ -432,6 +455,7 @@ fn assert_log_keeps_secrets(log_format: &str, secrets: &[(&str, String)], log: &
         "/v1/api/user/login",
         "/v1/api/user/logout",
         "/v1/api/user/refresh",
+        "/v1/api/user/password",
         "rejected an unknown or expired session token",
         "stopped",
     ] {

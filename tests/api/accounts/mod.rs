@@ -1,8 +1,9 @@
-//! Sign-up, login, logout, refresh and session handling.
+//! Sign-up, login, logout, refresh, password change and session handling.
 
 mod errors_and_restart;
 mod login;
 mod logout;
+mod password;
 mod refresh;
 mod sessions;
 mod sign_up;

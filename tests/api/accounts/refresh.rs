@@ -29,9 +29,6 @@ async fn refresh_retires_the_old_token_and_key(app: TestApp) {
     let alice = app.user("alice_1").await;
     let first = refresh(&app, &alice.reflash_key).await.body;
     assert_token_invalid(&app, &alice.token).await;
-    refresh(&app, &alice.reflash_key)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
     assert_token_valid(&app, &text(&first, "token")).await;
     // The new key rotates again, once.
     let second = refresh(&app, &text(&first, "reflash_key")).await;
@@ -39,7 +36,11 @@ async fn refresh_retires_the_old_token_and_key(app: TestApp) {
     assert_eq!(second.body["id"], alice.id);
     assert_token_invalid(&app, &text(&first, "token")).await;
     assert_token_valid(&app, &text(&second.body, "token")).await;
+    // A retired key works no more (and ends its login: see below).
     refresh(&app, &text(&first, "reflash_key"))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
+    refresh(&app, &alice.reflash_key)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
 }
@@ -109,4 +110,48 @@ async fn refresh_keeps_other_sessions_and_push_tokens(app: TestApp) {
             reply.body
         );
     }
+}
+
+#[every_backend]
+async fn a_reused_refresh_key_revokes_every_session_of_its_login(app: TestApp) {
+    let alice = app.user("alice_1").await;
+    let other_login = login_ok(&app, "alice_1", PASSWORD).await;
+    let rotated = refresh(&app, &alice.reflash_key).await.body;
+    let again = refresh(&app, &text(&rotated, "reflash_key")).await.body;
+    // The first key again: someone else has it.
+    refresh(&app, &alice.reflash_key)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
+    assert_token_invalid(&app, &text(&again, "token")).await;
+    refresh(&app, &text(&again, "reflash_key"))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
+    // Another password login of the same user is not its descendant.
+    assert_token_valid(&app, &text(&other_login, "token")).await;
+    refresh(&app, &text(&other_login, "reflash_key"))
+        .await
+        .assert_success(StatusCode::CREATED);
+}
+
+#[every_backend]
+async fn refresh_never_extends_a_login_past_the_session_max_age(app: TestApp) {
+    let app = app
+        .with_flags(&["--session-ttl", "1s", "--session-max-age", "2s"])
+        .await;
+    app.sign_up("alice_1").await;
+    let login_at = unix_now();
+    let login = login_ok(&app, "alice_1", PASSWORD).await;
+    let rotated = refresh(&app, &text(&login, "reflash_key")).await;
+    rotated.assert_success(StatusCode::CREATED);
+    let time = rotated.body["time"].as_i64().unwrap();
+    assert!(
+        time <= login_at + 3,
+        "expires at {time}, login at {login_at}"
+    );
+    // Past the login's two seconds, its refresh key is dead too.
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    refresh(&app, &text(&rotated.body, "reflash_key"))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "invalid token");
+    login_ok(&app, "alice_1", PASSWORD).await;
 }

@@ -85,6 +85,29 @@ impl TestApp {
         Self::start_at(self.db, &url, extra).await
     }
 
+    /// The same database under a new server whose password hashes cost
+    /// `memory_kib` and `iterations` (the tests' default is as cheap as
+    /// Argon2 allows), with other flags.
+    pub async fn with_password_cost(
+        self,
+        memory_kib: u32,
+        iterations: u32,
+        extra: &[&str],
+    ) -> Self {
+        self.state.store.close().await;
+        let url = self.db.url();
+        let mut config = test_config(&url, extra);
+        config.password_cost =
+            argon2::Params::new(memory_kib, iterations, 1, None).expect("argon2 params");
+        let state = pushtoken::state(config).await.expect("server state");
+        let router = pushtoken::app(state.clone());
+        TestApp {
+            state,
+            db: self.db,
+            router,
+        }
+    }
+
     /// Stops this server and starts a new one on the same database.
     pub async fn restart(self) -> Self {
         self.with_flags(&[]).await
