@@ -10,7 +10,8 @@ use libfuzzer_sys::fuzz_target;
 use pushtoken::error::Error;
 use pushtoken::http::extract::parse_serial;
 use pushtoken::model::{
-    Login, LogoutRequest, PushTokenInput, RefreshRequest, RegistrationKey, SignUp,
+    Login, LogoutRequest, Notify, PasswordChange, PushTokenInput, RefreshRequest,
+    RegistrationKey, SignUp, MAX_EVENT_BYTES, MAX_TTL,
 };
 use serde_json::Value;
 
@@ -70,5 +71,26 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Err(error) = RefreshRequest::parse(&map) {
         refused(error);
+    }
+
+    match PasswordChange::parse(&map) {
+        Ok(body) => assert!((8..=16).contains(&body.password.chars().count())),
+        Err(error) => refused(error),
+    }
+
+    // The user alone, then the whole notify body.
+    if let Err(error) = Notify::user(&map) {
+        refused(error);
+    }
+    match Notify::parse(&map) {
+        Ok(notify) => {
+            assert!((0..=MAX_TTL).contains(&notify.ttl));
+            assert!(serde_json::to_string(&notify.event).unwrap().len() <= MAX_EVENT_BYTES);
+            for (field, longest) in [("type", 16), ("uid", 64)] {
+                let text = notify.event[field].as_str().unwrap();
+                assert!((1..=longest).contains(&text.chars().count()));
+            }
+        }
+        Err(error) => refused(error),
     }
 });
