@@ -2,11 +2,12 @@
 //! once at startup into a `Config`.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 
 use crate::model::is_bundle_id;
 use crate::store::{Backend, PoolOptions};
@@ -305,6 +306,24 @@ pub struct Settings {
         default_value = "60s"
     )]
     pub db_startup_timeout: String,
+    /// Reverse proxies whose `X-Forwarded-For` names the client: CIDRs (or
+    /// addresses) separated by commas. Unset: the connection's address is
+    /// the client's, whatever the header says.
+    #[arg(long, env = "PUSHTOKEN_TRUSTED_PROXIES", global = true)]
+    pub trusted_proxies: Option<String>,
+    /// Address and port to serve `/metrics` on, instead of on the API's
+    /// address. Unset: `/metrics` is an API route.
+    #[arg(long, env = "PUSHTOKEN_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<String>,
+    /// How often the metrics that count stored rows (push tokens, active
+    /// sessions) are counted again; a scrape only reads the last counts.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_METRICS_REFRESH",
+        global = true,
+        default_value = "15s"
+    )]
+    pub metrics_refresh: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,6 +364,12 @@ pub struct Config {
     pub push_tls_cert: Option<PathBuf>,
     pub push_tls_key: Option<PathBuf>,
     pub push_heartbeat: Duration,
+    /// Peers whose `X-Forwarded-For` is believed; empty: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where `/metrics` is served instead of on the API; `None`: on the API.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the row-counting metrics are refreshed.
+    pub metrics_refresh: Duration,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -379,6 +404,9 @@ impl fmt::Debug for Config {
             .field("push_tls_cert", &self.push_tls_cert)
             .field("push_tls_key", &self.push_tls_key)
             .field("push_heartbeat", &self.push_heartbeat)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("metrics_refresh", &self.metrics_refresh)
             .finish_non_exhaustive()
     }
 }
@@ -459,6 +487,24 @@ impl Config {
             Some(key) => Some(key.to_owned()),
         };
         let (api_key, notify_key) = (key(&s.api_key), key(&s.notify_key));
+        for (key, var, flag) in [
+            (&api_key, "PUSHTOKEN_API_KEY", "api-key"),
+            (&notify_key, "PUSHTOKEN_NOTIFY_KEY", "notify-key"),
+        ] {
+            if key
+                .as_ref()
+                .is_some_and(|k| k.chars().count() < MIN_KEY_LENGTH)
+            {
+                return Err(bad(
+                    var,
+                    flag,
+                    format!(
+                        "shorter than {MIN_KEY_LENGTH} characters; use a long random key \
+                         (e.g. openssl rand -hex 16)"
+                    ),
+                ));
+            }
+        }
         let event_retention = parse_duration(&s.event_retention).ok_or_else(|| {
             bad(
                 "PUSHTOKEN_EVENT_RETENTION",
@@ -649,6 +695,33 @@ impl Config {
                 format!("{:?} is not a duration like 60s or 2m", s.push_heartbeat),
             )
         })?;
+        let trusted_proxies = match s.trusted_proxies.as_deref() {
+            None => Vec::new(),
+            Some(text) => parse_networks(text).map_err(|item| {
+                bad(
+                    "PUSHTOKEN_TRUSTED_PROXIES",
+                    "trusted-proxies",
+                    format!("{item:?} is not a CIDR like 10.0.0.0/8 or fd00::/8, nor an address"),
+                )
+            })?,
+        };
+        let metrics_listen = match s.metrics_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                bad(
+                    "PUSHTOKEN_METRICS_LISTEN",
+                    "metrics-listen",
+                    format!("{text:?} is not an address like 127.0.0.1:9464"),
+                )
+            })?),
+        };
+        let metrics_refresh = parse_duration(&s.metrics_refresh).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_METRICS_REFRESH",
+                "metrics-refresh",
+                format!("{:?} is not a duration like 15s or 1m", s.metrics_refresh),
+            )
+        })?;
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -672,9 +745,44 @@ impl Config {
             push_tls_cert,
             push_tls_key,
             push_heartbeat,
+            trusted_proxies,
+            metrics_listen,
+            metrics_refresh,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })
+    }
+}
+
+/// The fewest characters a registration or notify key may have: a short
+/// key could be guessed, or read off the time a comparison takes.
+pub const MIN_KEY_LENGTH: usize = 16;
+
+/// Networks separated by commas, each a CIDR (`10.0.0.0/8`) or an address
+/// (a network of that address alone); the item that is neither is the error.
+fn parse_networks(text: &str) -> Result<Vec<IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| canonical_network(net.trunc()))
+                .map_err(|_| item.to_owned())
+        })
+        .collect()
+}
+
+/// `net`, with an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the
+/// IPv4 network it maps (`10.0.0.0/8`), since client addresses are compared
+/// in that form.
+fn canonical_network(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -749,12 +857,6 @@ mod tests {
         ] {
             assert_eq!(parse_duration(text), None, "{text}");
         }
-    }
-
-    fn config_of(args: &[&str]) -> Result<Config, String> {
-        use clap::Parser;
-        let cli = Cli::try_parse_from([&["pushtoken"], args].concat()).unwrap();
-        Config::from_settings(&cli.settings)
     }
 
     #[test]
@@ -903,6 +1005,81 @@ mod tests {
             let reason = config(args).unwrap_err();
             assert!(reason.starts_with(&format!("invalid {named} ")), "{reason}");
             assert!(!reason.contains('\n'), "{reason}");
+        }
+    }
+
+    fn config_of(args: &[&str]) -> Result<Config, String> {
+        use clap::Parser;
+        let mut all = vec!["pushtoken"];
+        all.extend_from_slice(args);
+        Config::from_settings(&Cli::try_parse_from(all).unwrap().settings)
+    }
+
+    #[test]
+    fn keys_shorter_than_16_characters_stop_startup_without_showing_the_key() {
+        for (flag, named) in [
+            ("--api-key", "PUSHTOKEN_API_KEY"),
+            ("--notify-key", "PUSHTOKEN_NOTIFY_KEY"),
+        ] {
+            let reason = config_of(&[flag, "fifteen-chars!!"]).unwrap_err();
+            assert!(reason.starts_with(&format!("invalid {named} ")), "{reason}");
+            assert!(!reason.contains("fifteen-chars"), "{reason}");
+            assert!(!reason.contains('\n'), "{reason}");
+            // 16 characters (not bytes) is enough; empty is unset.
+            assert!(config_of(&[flag, "sixteen-chars!!!"]).is_ok());
+            assert!(config_of(&[flag, "ключ-регистрации"]).is_ok());
+            assert!(config_of(&[flag, ""]).is_ok());
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses() {
+        assert!(config_of(&[]).unwrap().trusted_proxies.is_empty());
+        let config = config_of(&[
+            "--trusted-proxies",
+            " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,::ffff:172.16.0.0/108,",
+        ])
+        .unwrap();
+        let shown: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "172.16.0.0/12"]
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/8,proxy.local",
+            "10.0.0.0/8;10.1.0.0/16",
+            "fd00::/129",
+        ] {
+            let reason = config_of(&["--trusted-proxies", bad]).unwrap_err();
+            assert!(
+                reason.starts_with("invalid PUSHTOKEN_TRUSTED_PROXIES (--trusted-proxies): "),
+                "{reason}"
+            );
+            assert!(!reason.contains('\n'), "{reason}");
+        }
+    }
+
+    #[test]
+    fn metrics_settings_are_checked() {
+        let defaults = config_of(&[]).unwrap();
+        assert_eq!(defaults.metrics_listen, None);
+        assert_eq!(defaults.metrics_refresh, Duration::from_secs(15));
+        let set = config_of(&["--metrics-listen", "127.0.0.1:9464"]).unwrap();
+        assert_eq!(set.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for (args, named) in [
+            (
+                &["--metrics-listen", "9464"][..],
+                "PUSHTOKEN_METRICS_LISTEN",
+            ),
+            (&["--metrics-refresh", "0s"], "PUSHTOKEN_METRICS_REFRESH"),
+        ] {
+            let reason = config_of(args).unwrap_err();
+            assert!(reason.starts_with(&format!("invalid {named} ")), "{reason}");
         }
     }
 

@@ -20,7 +20,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use http::{app, AppState};
+pub use http::{app, metrics_app, AppState};
 use secrets::Passwords;
 use store::Store;
 
@@ -70,10 +70,11 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     }))
 }
 
-/// Serves the API on `listener`, and the push socket on its configured
-/// address, until `shutdown` resolves, then lets in-flight requests finish
-/// (for at most the configured grace period), closes the push connections
-/// and closes the database.
+/// Serves the API on `listener`, and the push socket (and `/metrics`, when
+/// it has an address of its own) on its configured address, until
+/// `shutdown` resolves, then lets in-flight requests finish (for at most the
+/// configured grace period), closes the push connections and closes the
+/// database.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -87,16 +88,32 @@ pub async fn serve(
         ),
         None => None,
     };
+    let metrics = match config.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for /metrics"))?,
+        ),
+        None => None,
+    };
     let state = state(config).await?;
-    serve_state(state, listener, push, shutdown).await
+    serve_state(state, listener, Listeners { push, metrics }, shutdown).await
 }
 
-/// [`serve`] with a state and the listeners already made (`push`: none
-/// when the push socket is off).
+/// The listeners besides the API's; each `None` when it is off.
+#[derive(Default)]
+pub struct Listeners {
+    /// The push socket's.
+    pub push: Option<TcpListener>,
+    /// `/metrics`'s, when it is not served with the API.
+    pub metrics: Option<TcpListener>,
+}
+
+/// [`serve`] with a state and the listeners already made.
 pub async fn serve_state(
     state: AppState,
     listener: TcpListener,
-    push: Option<TcpListener>,
+    Listeners { push, metrics }: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let tls = match (&state.config.tls_cert, &state.config.tls_key) {
@@ -132,8 +149,35 @@ pub async fn serve_state(
             http::observe::fold_latency_samples();
         }
     });
+    let counts = tokio::spawn(http::observe::refresh_row_counts_every(
+        store.clone(),
+        state.config.metrics_refresh,
+    ));
+    let metrics = match metrics {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tracing::info!(%address, "serving /metrics on http://{address}/metrics");
+            let stopped = stopping.clone().cancelled_owned();
+            Some(tokio::spawn(server::run(
+                listener,
+                None,
+                metrics_app(state.clone()),
+                stopped,
+                grace,
+            )))
+        }
+        None => None,
+    };
     let address = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "serving plain HTTP on {address}, which is not a loopback address: passwords and \
+             session tokens cross the network unencrypted; set PUSHTOKEN_TLS_CERT and \
+             PUSHTOKEN_TLS_KEY, or put a proxy that terminates TLS in front"
+        );
+    }
     tracing::info!(%address, scheme, backend = store.backend(), "listening on {address}");
     server::run(listener, tls, app(state), shutdown, grace)
         .await
@@ -142,8 +186,12 @@ pub async fn serve_state(
     if let Some(push) = push {
         let _ = push.await;
     }
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     purge.abort();
     fold.abort();
+    counts.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -138,9 +138,35 @@ pub fn secret_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// Whether `a` and `b` are equal, in a time that does not tell where they
-/// differ.
+/// Whether `a` and `b` are equal, in a time that tells neither where they
+/// differ nor how long the other is: what is compared, in constant time, are
+/// their SHA-256 digests, which are of one length whatever was sent. (A
+/// comparison of the texts themselves answers at once when the lengths
+/// differ, which tells a caller the key's length.)
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_tells_equal_texts_from_any_other() {
+        let key = "registration-key-0123";
+        assert!(constant_time_eq(key, key));
+        assert!(constant_time_eq("", ""));
+        for other in [
+            "",
+            "registration-key-012",
+            "registration-key-01234",
+            "Registration-key-0123",
+            "registration-key-0124",
+        ] {
+            assert!(!constant_time_eq(key, other), "{other:?}");
+            assert!(!constant_time_eq(other, key), "{other:?}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! bursts per client address, and a cap on requests in flight with a
 //! timeout for each. All are per server instance.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,7 +18,8 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::observe::is_probe;
+use crate::http::client::{self, ClientAddress};
+use crate::http::observe::passes_the_cap;
 use crate::http::AppState;
 
 /// How long login attempts are counted against an account.
@@ -111,12 +112,12 @@ impl Limits {
     }
 
     /// 429 when `address` has made too many sign-up, login and refresh
-    /// requests.
+    /// requests. An IPv6 address counts with its /64 (one host's share).
     fn check_address(&self, address: IpAddr) -> Result<()> {
         let Some(limiter) = &self.per_address else {
             return Ok(());
         };
-        limiter.check_key(&address).map_err(|not_until| {
+        limiter.check_key(&rate_key(address)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             Error::TooManyRequests {
                 retry_after_secs: wait.as_secs() + 1,
@@ -156,14 +157,30 @@ impl Attempt<'_> {
     }
 }
 
-/// The client's address, as the connection gives it.
-fn client_address(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(peer)| {
-            peer.ip()
-        })
+/// What the per-address rate counts `address` under: an IPv4 address
+/// itself, an IPv6 address's /64 (a host is given a /64 and picks any
+/// address in it).
+fn rate_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        v4 => v4,
+    }
+}
+
+/// The client's address: as the observation middleware found it (from
+/// `X-Forwarded-For` when a trusted proxy sent the request), else the
+/// connection's.
+fn client_address(parts: &Parts, state: &AppState) -> IpAddr {
+    match parts.extensions.get::<ClientAddress>() {
+        Some(ClientAddress(address)) => *address,
+        None => {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip());
+            client::client_address(peer, &parts.headers, &state.config.trusted_proxies)
+        }
+    }
 }
 
 /// Passes when the client address is within its sign-up/login/refresh rate.
@@ -175,21 +192,23 @@ impl FromRequestParts<AppState> for AuthRate {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         state
             .limits
-            .check_address(client_address(parts))
+            .check_address(client_address(parts, state))
             .map(|()| AuthRate)
     }
 }
 
 /// Caps the requests in flight and bounds each by the request timeout: over
 /// the cap a request is shed at once with 503 `server busy` (a flood cannot
-/// pile up; health probes and scrapes still pass), and one that takes too long (a slow client, most often) gets
-/// 408 `request timeout`.
+/// pile up; health probes still pass, a busy server is alive), and one that
+/// takes too long (a slow client, most often) gets 408 `request timeout`.
+/// `/metrics` counts like any route: a scrape reads no table, but it is a
+/// request that anyone who reaches the port can send.
 pub async fn bound(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limits = &state.limits;
     let probe = request
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|path| is_probe(path.as_str()));
+        .is_some_and(|path| passes_the_cap(path.as_str()));
     let permit = match limits.in_flight.clone().try_acquire_owned() {
         Ok(permit) => Some(permit),
         Err(_) if probe => None,
@@ -201,4 +220,19 @@ pub async fn bound(State(state): State<AppState>, request: Request, next: Next) 
     };
     drop(permit);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_ipv4_per_address() {
+        let key = |text: &str| rate_key(text.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::");
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+    }
 }

@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 
-use crate::http::{AppState, REQUEST_ID};
-use crate::store::Family;
+use crate::http::client::ClientAddress;
+use crate::http::{AppState, RefusedRequestId, REQUEST_ID};
+use crate::store::{Family, Store};
 use crate::unix_now;
 
 const REQUESTS: &str = "pushtoken_http_requests_total";
@@ -64,7 +65,7 @@ fn recorder() -> &'static PrometheusHandle {
                 );
                 metrics::describe_gauge!(
                     "pushtoken_database_up",
-                    "1 when the database answered the last scrape"
+                    "1 when the database answered the last count of stored rows"
                 );
                 metrics::describe_gauge!(
                     "pushtoken_push_connections",
@@ -115,9 +116,16 @@ pub fn fold_latency_samples() {
 pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Probes and scrapes: they come every few seconds, so they are logged at
-/// debug level, and they pass the in-flight cap (a busy server is alive).
+/// debug level.
 pub(crate) fn is_probe(route: &str) -> bool {
     matches!(route, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Health probes pass the in-flight cap (a busy server is alive, and
+/// should not be restarted for being busy); every other route, `/metrics`
+/// too, counts towards it.
+pub(crate) fn passes_the_cap(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz")
 }
 
 /// The request metrics of one (route, method, status), registered once.
@@ -190,17 +198,30 @@ fn handles(route: &str, method: &'static str, status: u16) -> Arc<Handles> {
     handles
 }
 
-/// Logs one line per request (request id, method, route, status, latency)
-/// and records the request metrics. Runs inside routing, so the route is the
-/// template (`/v1/api/user/token/{serial}`), never a serial or other value.
-pub async fn observe(request: Request, next: Next) -> Response {
+/// Logs one line per request (request id, method, route, client address,
+/// status, latency) and records the request metrics. Runs inside routing, so
+/// the route is the template (`/v1/api/user/token/{serial}`), never a serial
+/// or other value. Finds the client's address (see [`ClientAddress`]) and
+/// leaves it in the request for the limits.
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     recorder();
+    let client = ClientAddress::of(&request, &state.config.trusted_proxies);
+    request.extensions_mut().insert(client);
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |path| path.as_str());
     let method = method_label(request.method());
     let id = request.headers().get(REQUEST_ID).cloned();
     let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    let span = tracing::info_span!("request", %id, %method, %route);
+    let client = client.0;
+    let span = tracing::info_span!("request", %id, %method, %route, %client);
+    if let Some(RefusedRequestId { length }) = request.extensions().get() {
+        span.in_scope(|| {
+            tracing::debug!(
+                length,
+                "the client's x-request-id is not 1-64 characters of A-Z a-z 0-9 . _ -: replaced"
+            );
+        });
+    }
     let started = Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     let latency = started.elapsed();
@@ -219,16 +240,13 @@ pub async fn observe(request: Request, next: Next) -> Response {
     response
 }
 
-/// The Prometheus text exposition: request metrics, stored push tokens by
-/// family, active sessions and database pool use.
-#[utoipa::path(
-    get, path = "/metrics", tag = "operations", operation_id = "metrics",
-    summary = "Metrics in the Prometheus text format",
-    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String))
-)]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let handle = recorder();
-    let store = &state.store;
+/// Counts the stored push tokens by family and the active sessions into
+/// their gauges, and sets `pushtoken_database_up` to whether the database
+/// answered. Full-table counts: the server runs this in the background every
+/// `PUSHTOKEN_METRICS_REFRESH` ([`refresh_row_counts_every`]), never per
+/// scrape, so scraping costs the database nothing.
+pub async fn refresh_row_counts(store: &Store) {
+    recorder();
     let counts = store.count_push_tokens().await;
     let sessions = store.count_active_sessions(unix_now()).await;
     match (counts, sessions) {
@@ -249,6 +267,29 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             metrics::gauge!("pushtoken_database_up").set(0.0);
         }
     }
+}
+
+/// [`refresh_row_counts`] at once, then every `every`, for ever.
+pub async fn refresh_row_counts_every(store: Store, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        refresh_row_counts(&store).await;
+    }
+}
+
+/// The Prometheus text exposition: request metrics, stored push tokens by
+/// family and active sessions (as last counted in the background), and
+/// database pool use. Reads no table.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics",
+    summary = "Metrics in the Prometheus text format",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let handle = recorder();
+    let store = &state.store;
     let pool = store.pool_stats();
     metrics::gauge!("pushtoken_db_pool_connections", "state" => "idle").set(pool.idle as f64);
     metrics::gauge!("pushtoken_db_pool_connections", "state" => "in_use")

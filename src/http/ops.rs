@@ -13,11 +13,18 @@ use crate::error::Error;
 use crate::http::schema::ErrorBody;
 use crate::http::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+/// The operations routes; `/metrics` among them unless it is served on an
+/// address of its own (`with_metrics` false).
+pub fn router(with_metrics: bool) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
         .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .routes(routes!(crate::http::observe::metrics))
+        .routes(routes!(readyz));
+    let router = if with_metrics {
+        router.routes(routes!(crate::http::observe::metrics))
+    } else {
+        router
+    };
+    router
         .routes(routes!(openapi_yaml))
         .routes(routes!(openapi_json))
 }

@@ -4,6 +4,7 @@
 //! deletes are fixed statements, which the writer runs many to a command;
 //! the other queries are the shared ones of `queries.rs`.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 
@@ -44,11 +45,8 @@ impl SqliteStore {
             })
             .foreign_keys(true)
             .busy_timeout(options.acquire_timeout);
-        let path = connect.get_filename();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!("cannot create database folder {}: {e}", dir.display())
-            })?;
+        if !in_memory(&connect) {
+            private_files(connect.get_filename())?;
         }
         // The writer's connection opens (and creates) the file now, so a
         // bad path stops startup; read connections open as reads need them.
@@ -89,6 +87,76 @@ impl SqliteStore {
     async fn reader(&self) -> Result<Reader, sqlx::Error> {
         self.readers.acquire().await
     }
+}
+
+/// Whether `options` name a database in memory, which has no file.
+fn in_memory(options: &SqliteConnectOptions) -> bool {
+    let url = options.to_url_lossy();
+    url.query_pairs()
+        .any(|(key, value)| key == "mode" && value == "memory")
+}
+
+/// Makes the database at `path` readable by this process's user only
+/// before SQLite opens it: the folders it creates are 0700, and the file, if
+/// missing, is created empty (an empty file is an empty database) as 0600.
+/// SQLite gives the `-wal` and `-shm` files it makes later the mode of the
+/// database file. A file of the three left with group or other bits (by
+/// an older version, or a copy) is narrowed to 0600, with a warning.
+#[cfg(unix)]
+fn private_files(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create database folder {}: {e}", dir.display()))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => anyhow::bail!("cannot create the database file {}: {e}", path.display()),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.is_file() || mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                "the database file was readable by others ({mode:o}): made it {:o}",
+                mode & 0o700
+            ),
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                error = %e,
+                "the database file is readable by others ({mode:o}) and could not be narrowed"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Elsewhere, the folders only: file modes are Unix's.
+#[cfg(not(unix))]
+fn private_files(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create database folder {}: {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 #[async_trait]

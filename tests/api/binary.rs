@@ -1,6 +1,8 @@
 //! The real binary, started on port 0 and spoken to over TCP.
 
+use std::path::Path;
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -11,6 +13,7 @@ use crate::support::api::{
 };
 use crate::support::every_database;
 use crate::support::server::{command, sqlite_in, Server};
+use crate::support::wire::{exchange, request};
 
 #[every_database]
 async fn serves_on_port_0_and_keeps_data_and_sessions_across_restart(database_url: &str) {
@@ -56,6 +59,11 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
         ("PUSHTOKEN_SQLITE_SYNCHRONOUS", "off"),
         ("PUSHTOKEN_BUNDLE_ID", "has space"),
         ("DATABASE_URL", "mysql://localhost/db"),
+        ("PUSHTOKEN_API_KEY", "short-key-15chr"),
+        ("PUSHTOKEN_NOTIFY_KEY", "short-key-15chr"),
+        ("PUSHTOKEN_TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/33"),
+        ("PUSHTOKEN_METRICS_LISTEN", "localhost"),
+        ("PUSHTOKEN_METRICS_REFRESH", "soon"),
     ];
     for (variable, value) in cases {
         let output = command(&sqlite_in(dir.path()))
@@ -70,6 +78,9 @@ async fn bad_setting_stops_startup_with_a_one_line_reason() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(variable), "names {variable}: {stderr}");
+        if variable.ends_with("_KEY") {
+            assert!(!stderr.contains(value), "shows no key: {stderr}");
+        }
     }
 }
 
@@ -139,6 +150,89 @@ async fn migrate_creates_the_database_file_and_folder() {
     assert!(nested.join("pushtoken.db").exists());
 }
 
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn sqlite_files_and_the_folders_the_server_creates_are_its_users_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    let server = Server::start(&sqlite_in(&nested)).await;
+    // A write, so that the WAL and its index exist while it runs.
+    server.session("alice_1").await;
+    for folder in [dir.path().join("a"), nested.clone()] {
+        assert_eq!(mode(&folder), 0o700, "{}", folder.display());
+    }
+    for file in ["pushtoken.db", "pushtoken.db-wal", "pushtoken.db-shm"] {
+        assert_eq!(mode(&nested.join(file)), 0o600, "{file}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_file_readable_by_others_is_narrowed_at_startup() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = run(&sqlite_in(&shared), &["migrate"]).await;
+    assert!(output.status.success());
+    let db = shared.join("pushtoken.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (server, log) = Server::spawn_logged(command(&sqlite_in(&shared))).await;
+    assert_eq!(mode(&db), 0o600);
+    server.session("alice_1").await;
+    assert_eq!(mode(&shared.join("pushtoken.db-wal")), 0o600);
+    assert_eq!(
+        mode(&shared),
+        0o755,
+        "a folder it did not create is the operator's"
+    );
+    server.stop().await;
+    let lines = log.lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("readable by others")),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_on_a_non_loopback_address_logs_a_warning_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("plain HTTP"))
+    };
+    let mut everywhere = command(&sqlite_in(dir.path()));
+    everywhere.env("PUSHTOKEN_LISTEN", "0.0.0.0:0");
+    let (server, log) = Server::spawn_logged(everywhere).await;
+    assert!(warned(&log.so_far()), "{:#?}", log.so_far());
+    // (A request first: SIGTERM in the instant after the "listening" line
+    // can come before the server is waiting for it.)
+    let port = server.address.rsplit(':').next().unwrap().to_owned();
+    let local = Server {
+        address: format!("127.0.0.1:{port}"),
+        ..server
+    };
+    assert_eq!(local.call_text("GET", "/healthz", None, None).await.0, 200);
+    local.stop().await;
+    let (server, log) = Server::spawn_logged(command(&sqlite_in(dir.path()))).await;
+    assert!(!warned(&log.so_far()), "{:#?}", log.so_far());
+    assert_eq!(server.call_text("GET", "/healthz", None, None).await.0, 200);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
     let output = command("postgres://postgres@127.0.0.1:1/pushtoken")
@@ -156,10 +250,33 @@ async fn unreachable_postgres_stops_startup_after_the_startup_timeout() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// The value of `series` in a Prometheus text exposition.
+fn metric(text: &str, series: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(series))
+        .unwrap_or_else(|| panic!("{series} in {text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Scrapes `GET {base}/metrics` until `done` holds for its text (10 s at
+/// most); the last text.
+async fn scrape_until(server: &Server, done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, text) = server.call_text("GET", "/metrics", None, None).await;
+        assert_eq!(status, 200, "{text}");
+        if done(&text) || tokio::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// In a process of its own, so the figures are this server's alone.
 #[every_database]
 async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url: &str) {
-    let server = Server::start(database_url).await;
+    let server = Server::start_with(database_url, &[("PUSHTOKEN_METRICS_REFRESH", "1s")]).await;
     assert_eq!(
         server
             .call("POST", SIGN_UP, None, Some(sign_up_body("alice_1")))
@@ -184,21 +301,21 @@ async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url
             201
         );
     }
-    let (status, text) = server.call_text("GET", "/metrics", None, None).await;
-    assert_eq!(status, 200);
-    let value = |series: &str| -> f64 {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(series))
-            .unwrap_or_else(|| panic!("{series} in {text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    assert_eq!(value("pushtoken_push_tokens{family=\"ring\"}"), 2.0);
-    assert_eq!(value("pushtoken_push_tokens{family=\"message\"}"), 1.0);
-    assert_eq!(value("pushtoken_active_sessions"), 2.0);
-    assert_eq!(value("pushtoken_database_up"), 1.0);
+    // Counted in the background, every second here.
+    let text = scrape_until(&server, |text| {
+        metric(text, "pushtoken_push_tokens{family=\"message\"}") == 1.0
+    })
+    .await;
+    assert_eq!(metric(&text, "pushtoken_push_tokens{family=\"ring\"}"), 2.0);
     assert_eq!(
-        value(
+        metric(&text, "pushtoken_push_tokens{family=\"message\"}"),
+        1.0
+    );
+    assert_eq!(metric(&text, "pushtoken_active_sessions"), 2.0);
+    assert_eq!(metric(&text, "pushtoken_database_up"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
             r#"pushtoken_http_requests_total{route="/v1/api/user/login",method="POST",status="201"}"#
         ),
         2.0
@@ -206,11 +323,72 @@ async fn metrics_report_stored_tokens_by_family_and_active_sessions(database_url
     server.stop().await;
 }
 
+#[every_database]
+async fn a_scrape_counts_no_rows_they_are_counted_in_the_background(database_url: &str) {
+    let ring = "pushtoken_push_tokens{family=\"ring\"}";
+    let server = Server::start_with(database_url, &[("PUSHTOKEN_METRICS_REFRESH", "1h")]).await;
+    // Counted once at startup.
+    scrape_until(&server, |text| text.contains("pushtoken_database_up 1")).await;
+    let token = server.session("alice_1").await;
+    for n in 1..=2 {
+        let (status, _) = server
+            .call("POST", RING, Some(&token), Some(registration(n)))
+            .await;
+        assert_eq!(status, 201);
+    }
+    for _ in 0..3 {
+        let (_, text) = server.call_text("GET", "/metrics", None, None).await;
+        assert_eq!(metric(&text, ring), 0.0, "a scrape does not count");
+        assert_eq!(metric(&text, "pushtoken_active_sessions"), 0.0);
+    }
+    server.stop().await;
+    // Another start counts them at once, and again at each interval.
+    let server = Server::start_with(database_url, &[("PUSHTOKEN_METRICS_REFRESH", "1s")]).await;
+    let text = scrape_until(&server, |text| text.contains(&format!("{ring} 2"))).await;
+    assert_eq!(metric(&text, ring), 2.0, "{text}");
+    let (status, _) = server
+        .call("POST", RING, Some(&token), Some(registration(3)))
+        .await;
+    assert_eq!(status, 201);
+    let text = scrape_until(&server, |text| text.contains(&format!("{ring} 3"))).await;
+    assert_eq!(metric(&text, ring), 3.0, "{text}");
+    server.stop().await;
+}
+
+#[every_database]
+async fn metrics_listen_serves_metrics_there_and_not_on_the_api(database_url: &str) {
+    let mut cmd = command(database_url);
+    cmd.env("PUSHTOKEN_METRICS_LISTEN", "127.0.0.1:0");
+    let (server, log) = Server::spawn_logged(cmd).await;
+    let address = log
+        .so_far()
+        .iter()
+        .find_map(|line| {
+            let rest = line.split("serving /metrics on http://").nth(1)?;
+            Some(rest.split('/').next()?.to_owned())
+        })
+        .expect("the metrics address is logged before the API's");
+    let (status, body) = server.call("GET", "/metrics", None, None).await;
+    assert_eq!((status, body), (404, json!({ "message": "not found" })));
+    let get = |path: &str| request("GET", path, &address, &[], "");
+    let (status, text) = exchange(&address, get("/metrics").as_bytes())
+        .await
+        .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("pushtoken_db_pool_max_connections"), "{text}");
+    let (status, _) = exchange(&address, get("/healthz").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "only /metrics there");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn secrets_can_be_given_as_files() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("api_key");
-    std::fs::write(&key_file, "key-from-a-file\n").unwrap();
+    std::fs::write(&key_file, "key-from-a-file-0123\n").unwrap();
     let url_file = dir.path().join("database_url");
     std::fs::write(&url_file, format!("{}\n", sqlite_in(dir.path()))).unwrap();
 
@@ -230,7 +408,7 @@ async fn secrets_can_be_given_as_files() {
     );
     assert_eq!(
         server
-            .call("POST", SIGN_UP, None, Some(body("key-from-a-file")))
+            .call("POST", SIGN_UP, None, Some(body("key-from-a-file-0123")))
             .await
             .0,
         201
@@ -295,7 +473,10 @@ async fn notify_posts_an_event_to_the_running_server_and_prints_its_answer(datab
     );
     assert!(answer["id"].as_i64().unwrap() > 0);
     // A wrong key: the server's answer, and a failing exit.
-    let output = notify("wrong-key", "alice_1").output().await.unwrap();
+    let output = notify("wrong-notify-key-0", "alice_1")
+        .output()
+        .await
+        .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("invalid token"));
     let output = notify(key.1, "nobody_1").output().await.unwrap();

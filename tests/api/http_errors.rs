@@ -184,3 +184,80 @@ async fn every_response_carries_a_request_id(app: TestApp) {
         .await;
     assert_eq!(reply.headers["x-request-id"], "abc-123");
 }
+
+/// Whether `id` has the form of a request id the server keeps or makes.
+fn usable_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The `x-request-id` values of the answer to `GET /nowhere` sent with
+/// these `x-request-id` values (raw bytes: any a client can send).
+async fn request_ids_answered(app: &TestApp, sent: &[&[u8]]) -> Vec<String> {
+    use axum::http::{HeaderValue, Request};
+    use tower::ServiceExt;
+    let mut request = Request::get("/nowhere");
+    for value in sent {
+        request = request.header("x-request-id", HeaderValue::from_bytes(value).unwrap());
+    }
+    let response = app
+        .router()
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    response
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[every_backend]
+async fn a_request_id_of_1_to_64_safe_characters_is_kept(app: TestApp) {
+    let longest = "aZ09._-".repeat(10)[..64].to_owned();
+    for id in ["a", "abc-123", "0f3e.req_7", longest.as_str()] {
+        assert_eq!(request_ids_answered(&app, &[id.as_bytes()]).await, [id]);
+    }
+}
+
+#[every_backend]
+async fn an_unusable_request_id_is_replaced_by_one_the_server_makes(app: TestApp) {
+    let too_long = "a".repeat(65);
+    let huge = "x".repeat(60 * 1024);
+    let sent: [&[u8]; 9] = [
+        b"",
+        b" ",
+        b"has space",
+        b"semi;colon",
+        b"quote\"d",
+        b"<script>",
+        "caf\u{e9}".as_bytes(),
+        too_long.as_bytes(),
+        huge.as_bytes(),
+    ];
+    let mut made = Vec::new();
+    for id in sent {
+        let answered = request_ids_answered(&app, &[id]).await;
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        assert!(usable_request_id(&answered[0]), "{:?}", answered[0]);
+        assert_ne!(answered[0].as_bytes(), id);
+        made.push(answered[0].clone());
+    }
+    made.sort();
+    made.dedup();
+    assert_eq!(made.len(), sent.len(), "each made id is new: {made:?}");
+}
+
+#[every_backend]
+async fn of_several_request_ids_the_first_decides_and_one_is_answered(app: TestApp) {
+    let answered = request_ids_answered(&app, &[b"first-1", b"second-2"]).await;
+    assert_eq!(answered, ["first-1"]);
+    let answered = request_ids_answered(&app, &[b"bad id", b"second-2"]).await;
+    assert_eq!(answered.len(), 1);
+    assert!(usable_request_id(&answered[0]), "{answered:?}");
+    assert_ne!(answered[0], "second-2");
+}

@@ -7,6 +7,7 @@ mod support;
 
 mod accounts;
 mod binary;
+mod client_address;
 mod concurrency;
 mod durability;
 mod faults;
@@ -19,5 +20,6 @@ mod ops;
 mod outage;
 mod push_socket;
 mod push_tokens;
+mod request_log;
 mod secret_logs;
 mod tls;

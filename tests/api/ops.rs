@@ -1,8 +1,12 @@
 //! Liveness, readiness and the metrics endpoint.
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 use crate::support::api::{registration, RING};
+use crate::support::app::stalled_body;
 use crate::support::{every_backend, TestApp};
 
 #[every_backend]
@@ -55,6 +59,13 @@ async fn metrics_count_requests_by_route_template_in_prometheus_format(app: Test
     );
     let bucket = r#"pushtoken_http_request_duration_seconds_bucket{route="/v1/api/user/token/{serial}",method="PUT",le="0.005"}"#;
     assert!(text.contains(bucket), "{text}");
+    // The row counts come from the background refresh, which a server in
+    // process does not run: refreshed here by hand.
+    pushtoken::http::refresh_row_counts(&app.state.store).await;
+    let (_, _, body) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    let text = String::from_utf8(body).unwrap();
     for gauge in [
         "pushtoken_push_tokens{family=\"ring\"}",
         "pushtoken_push_tokens{family=\"message\"}",
@@ -113,4 +124,99 @@ async fn sqlite_commits_concurrent_writes_together_and_shows_it_in_metrics() {
     ] {
         assert!(text.contains(counter), "{counter} in {text}");
     }
+}
+
+#[every_backend]
+async fn with_metrics_listen_metrics_are_served_apart_and_not_by_the_api(app: TestApp) {
+    let app = app
+        .with_flags(&["--metrics-listen", "127.0.0.1:9464"])
+        .await;
+    let (status, _, body) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, br#"{"message":"not found"}"#);
+    let metrics = pushtoken::metrics_app(app.state.clone());
+    let get = |path: &str| {
+        metrics
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+    };
+    let response = get("/metrics").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("pushtoken_db_pool_max_connections"), "{text}");
+    for path in ["/healthz", "/v1/api/user/token", "/docs/"] {
+        assert_eq!(
+            get(path).await.unwrap().status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    // The document still describes /metrics, wherever it is served.
+    let reply = app.request(Method::GET, "/openapi.json", &[], None).await;
+    assert!(reply.body["paths"]["/metrics"].is_object());
+}
+
+#[every_backend]
+async fn metrics_count_towards_the_in_flight_cap_and_health_probes_do_not(app: TestApp) {
+    let app = app
+        .with_flags(&[
+            "--max-in-flight",
+            "1",
+            "--request-timeout",
+            "1s",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+        ])
+        .await;
+    let user = app.user("alice_1").await;
+    let holder = Request::post(RING)
+        .header("token", &user.token)
+        .body(stalled_body())
+        .unwrap();
+    let holding = tokio::spawn(app.router().oneshot(holder));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!holding.is_finished(), "the stalled request holds the slot");
+    let scrape = pushtoken::metrics_app(app.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), StatusCode::SERVICE_UNAVAILABLE);
+    for probe in ["/healthz", "/readyz"] {
+        let reply = app.request(Method::GET, probe, &[], None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{probe} passes the cap");
+    }
+    assert_eq!(
+        holding.await.unwrap().unwrap().status(),
+        StatusCode::REQUEST_TIMEOUT
+    );
+    let scrape = pushtoken::metrics_app(app.state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), StatusCode::OK);
+}
+
+#[every_backend]
+async fn metrics_on_the_api_count_towards_the_in_flight_cap(app: TestApp) {
+    let app = app
+        .with_flags(&["--max-in-flight", "1", "--request-timeout", "1s"])
+        .await;
+    let user = app.user("alice_1").await;
+    let holder = Request::post(RING)
+        .header("token", &user.token)
+        .body(stalled_body())
+        .unwrap();
+    let holding = tokio::spawn(app.router().oneshot(holder));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (status, _, _) = app
+        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        holding.await.unwrap().unwrap().status(),
+        StatusCode::REQUEST_TIMEOUT
+    );
 }

@@ -209,6 +209,12 @@ impl Server {
 }
 
 impl ServerLog {
+    /// The lines logged so far, while the server runs (before its
+    /// "listening on" line, at least).
+    pub fn so_far(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
     /// Every line of the log, once the server has closed it (exited).
     pub async fn lines(self) -> Vec<String> {
         tokio::time::timeout(WAIT, self.reader)

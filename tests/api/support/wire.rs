@@ -70,6 +70,31 @@ pub async fn exchange(address: &str, request: &[u8]) -> Result<(u16, Vec<u8>), F
     Ok((status, body.to_vec()))
 }
 
+/// Sends `request` over a fresh connection to `address` and reads until the
+/// server closes it: the head of the answer (status line and headers).
+pub async fn exchange_head(address: &str, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(REQUEST_LIMIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    String::from_utf8(raw[..head_end].to_vec()).expect("an ASCII head")
+}
+
+/// The value of header `name` in an answer's `head`.
+pub fn header_value<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
 /// Status and body of a complete HTTP/1.1 answer (interim 1xx answers
 /// skipped); `None` when it is cut short.
 pub fn parse_response(mut raw: &[u8]) -> Option<(u16, &[u8])> {
