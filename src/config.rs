@@ -324,6 +324,33 @@ pub struct Settings {
         default_value = "15s"
     )]
     pub metrics_refresh: String,
+    /// PEM file of CAs to trust, beside the public roots, for every push
+    /// provider and token endpoint (stand-ins, air-gapped sites).
+    #[arg(long, env = "PUSHTOKEN_PROVIDER_CA_FILE", global = true)]
+    pub provider_ca_file: Option<PathBuf>,
+    /// Xiaomi MiPush app secret; unset: rows for Xiaomi are skipped.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_XIAOMI_APP_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub xiaomi_app_secret: Option<String>,
+    /// Xiaomi MiPush base URL (`scheme://host[:port]`).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_XIAOMI_URL",
+        global = true,
+        default_value = "https://api.xmpush.xiaomi.com"
+    )]
+    pub xiaomi_url: String,
+}
+
+/// Xiaomi MiPush, configured.
+#[derive(Clone)]
+pub struct XiaomiSettings {
+    pub url: String,
+    pub secret: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,6 +397,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How often the row-counting metrics are refreshed.
     pub metrics_refresh: Duration,
+    /// CAs trusted for the push providers beside the public roots.
+    pub provider_ca_file: Option<PathBuf>,
+    /// `None`: rows for Xiaomi are skipped.
+    pub xiaomi: Option<XiaomiSettings>,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -407,14 +438,20 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("metrics_listen", &self.metrics_listen)
             .field("metrics_refresh", &self.metrics_refresh)
+            .field("provider_ca_file", &self.provider_ca_file)
+            .field("xiaomi_url", &self.xiaomi.as_ref().map(|x| &x.url))
             .finish_non_exhaustive()
     }
 }
 
 /// Settings that hold secrets; each may instead be given as a file named by
 /// `<NAME>_FILE` (Docker and Kubernetes secrets).
-pub const SECRET_SETTINGS: [&str; 3] =
-    ["PUSHTOKEN_API_KEY", "PUSHTOKEN_NOTIFY_KEY", "DATABASE_URL"];
+pub const SECRET_SETTINGS: [&str; 4] = [
+    "PUSHTOKEN_API_KEY",
+    "PUSHTOKEN_NOTIFY_KEY",
+    "DATABASE_URL",
+    "PUSHTOKEN_XIAOMI_APP_SECRET",
+];
 
 /// Reads each `<NAME>_FILE` of [`SECRET_SETTINGS`] into `<NAME>` (its
 /// trailing newline dropped). Call before parsing the command line, while
@@ -722,6 +759,25 @@ impl Config {
                 format!("{:?} is not a duration like 15s or 1m", s.metrics_refresh),
             )
         })?;
+        let provider_ca_file = match &s.provider_ca_file {
+            None => None,
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => {
+                crate::providers::http_client(Some(path)).map_err(|e| {
+                    bad(
+                        "PUSHTOKEN_PROVIDER_CA_FILE",
+                        "provider-ca-file",
+                        format!("{e:#}"),
+                    )
+                })?;
+                Some(path.clone())
+            }
+        };
+        let xiaomi_url = base_url(&s.xiaomi_url, "PUSHTOKEN_XIAOMI_URL", "xiaomi-url")?;
+        let xiaomi = key(&s.xiaomi_app_secret).map(|secret| XiaomiSettings {
+            url: xiaomi_url,
+            secret,
+        });
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -748,9 +804,32 @@ impl Config {
             trusted_proxies,
             metrics_listen,
             metrics_refresh,
+            provider_ca_file,
+            xiaomi,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })
+    }
+}
+
+/// A provider's base URL: `http` or `https`, a host, an optional port, no
+/// path, query or fragment (the server appends the provider's own path).
+fn base_url(text: &str, var: &str, flag: &str) -> Result<String, String> {
+    let text = text.trim().trim_end_matches('/');
+    let fine = reqwest::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some_and(|host| !host.is_empty())
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+    });
+    if fine {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid {var} (--{flag}): {text:?} is not a base URL like https://host[:port] (no path)"
+        ))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod notify_client;
+pub mod providers;
 pub mod push;
 pub mod secrets;
 pub mod server;
@@ -57,9 +58,13 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let passwords = Passwords::new(config.password_cost.clone(), config.hash_queue)?;
     let limits = Arc::new(http::limits::Limits::new(&config));
     let push = Arc::new(
-        push::Hub::new(store.clone(), &config)
-            .await
-            .context("cannot load the push socket's token key")?,
+        push::Hub::new(
+            store.clone(),
+            &config,
+            providers::configured(&config, store.clone())?,
+        )
+        .await
+        .context("cannot load the push socket's token key")?,
     );
     Ok(AppState::new(http::Shared {
         store,

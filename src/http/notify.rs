@@ -14,6 +14,7 @@ use crate::http::extract::{bearer, JsonObject};
 use crate::http::schema::{BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout, Unavailable};
 use crate::http::AppState;
 use crate::model::{Notify, NotifyRequest, NotifyUser};
+use crate::providers::Tallies;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(notify))
@@ -21,21 +22,36 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// What became of the event.
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({ "message": "success", "id": 42, "delivered": 1, "queued": 1, "skipped": 0 }))]
+#[schema(example = json!({
+    "message": "success", "id": 42, "delivered": 1, "queued": 1, "skipped": 0,
+    "providers": {
+        "apns": { "sent": 0, "failed": 0, "pruned": 0 },
+        "fcm": { "sent": 0, "failed": 0, "pruned": 0 },
+        "huawei": { "sent": 0, "failed": 0, "pruned": 0 },
+        "xiaomi": { "sent": 0, "failed": 0, "pruned": 0 }
+    }
+}))]
 pub struct NotifyResponse {
     #[schema(pattern = "^success$")]
     message: &'static str,
     /// The recorded event's id.
     id: i64,
-    /// Push-socket connections (on any instance) it was sent to.
+    /// Push-socket connections (on any instance) it was sent to, and
+    /// provider pushes sent.
     #[schema(minimum = 0)]
     delivered: u64,
-    /// Push-socket tokens it waits for.
+    /// Push-socket tokens it waits for, and provider pushes still being
+    /// tried after 5 s.
     #[schema(minimum = 0)]
     queued: u64,
-    /// The user's tokens of the family that nothing reaches.
+    /// The user's tokens of the family that nothing reaches: a
+    /// disconnected socket token with ttl 0, an unknown `push_platform`, a
+    /// provider that is not configured.
     #[schema(minimum = 0)]
     skipped: u64,
+    /// Each provider's pushes: sent, failed, and pruned (the provider
+    /// called the token dead; its row is deleted).
+    providers: Tallies,
 }
 
 #[utoipa::path(
@@ -97,6 +113,7 @@ async fn notify(
             delivered: delivery.delivered,
             queued: delivery.queued,
             skipped: delivery.skipped,
+            providers: delivery.providers,
         }),
     ))
 }

@@ -82,6 +82,15 @@ fn recorder() -> &'static PrometheusHandle {
                      queued (the token was not connected), delivered (its frame was written), \
                      expired (its ttl ran out unsent)"
                 );
+                metrics::describe_counter!(
+                    crate::providers::PUSHES,
+                    "Pushes through the phone makers' services, by provider and outcome: sent, \
+                     failed, pruned (a dead token's row deleted), retried (each retry)"
+                );
+                metrics::describe_gauge!(
+                    crate::providers::WAITING_GAUGE,
+                    "Pushes waiting for or being handled by a provider, by provider"
+                );
                 metrics::describe_histogram!(
                     crate::push::DELIVERY_SECONDS,
                     metrics::Unit::Seconds,

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::{Frame, Hub, EVENT};
+use crate::providers::{route, Outcome, Push, Route, Tallies};
 use crate::store::{Family, NewEvent, StoreResult};
 use crate::{unix_now, unix_now_ms};
 
@@ -61,17 +62,26 @@ pub fn count_expired(family: &str, n: i64) {
     count_outcome(family, "expired", n.max(0) as u64);
 }
 
-/// What became of an event sent to a user.
+/// How long a notify waits for the providers' verdicts; a push undecided
+/// then goes on in the background and counts as queued.
+const PROVIDERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What became of an event sent to a user: each of the user's rows in the
+/// family counted once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivery {
     /// The event's id.
     pub id: i64,
-    /// Socket tokens whose connection (on any instance) was told to send it.
+    /// Socket tokens whose connection (on any instance) was told to send
+    /// it, and provider pushes sent.
     pub delivered: u64,
-    /// Socket tokens it waits for, until its ttl runs out.
+    /// Socket tokens it waits for, until its ttl runs out, and provider
+    /// pushes still undecided.
     pub queued: u64,
     /// The user's tokens of the family that nothing reaches.
     pub skipped: u64,
+    /// Each provider's pushes by outcome.
+    pub providers: Tallies,
 }
 
 impl Hub {
@@ -100,21 +110,27 @@ impl Hub {
         let recipients = self.store.recipients(user_id, family).await?;
         let mut skipped = 0;
         let mut queue = Vec::new();
-        // Tokens whose connection an instance holds, and tokens waiting.
-        let (mut live, mut waiting) = (Vec::new(), Vec::new());
+        // Tokens whose connection an instance holds, tokens waiting, and
+        // rows for a provider.
+        let (mut live, mut waiting, mut pushed) = (Vec::new(), Vec::new(), Vec::new());
         for recipient in recipients {
-            match (recipient.socket, recipient.held_by, ttl) {
-                (true, Some(instance), _) => {
+            match (route(&recipient), recipient.held_by.clone(), ttl) {
+                (Route::Socket, Some(instance), _) => {
                     queue.push((recipient.push_token.clone(), now + ttl.max(LIVE_GRACE)));
                     live.push((instance, recipient.push_token));
                 }
-                (true, None, 1..) => {
+                (Route::Socket, None, 1..) => {
                     queue.push((recipient.push_token.clone(), now + ttl));
                     waiting.push(recipient.push_token);
+                }
+                (Route::Provider(kind), _, _) if self.providers.has(kind) => {
+                    pushed.push((kind, recipient));
                 }
                 _ => skipped += 1,
             }
         }
+        let recorded_ms = unix_now_ms();
+        let mut payload = event.clone();
         let id = self
             .store
             .record_event(NewEvent {
@@ -125,10 +141,32 @@ impl Hub {
                 time,
                 body: Value::Object(event).to_string(),
                 created_at: now,
-                recorded_ms: unix_now_ms(),
+                recorded_ms,
                 queue,
             })
             .await?;
+        // The providers carry the socket frame's JSON.
+        payload.insert("id".into(), id.into());
+        payload.insert("family".into(), family.as_str().into());
+        let payload = Arc::new(payload);
+        let decided: Vec<_> = pushed
+            .into_iter()
+            .map(|(kind, row)| {
+                let push = Push {
+                    payload: payload.clone(),
+                    family,
+                    ttl,
+                    expires_ms: recorded_ms + ttl * 1000,
+                    user_id,
+                    serial: row.serial,
+                    push_token: row.push_token,
+                    os_token: row.os_token,
+                    bundleid: row.bundleid,
+                    sandbox: row.dev == 1,
+                };
+                (kind, self.providers.send(kind, push))
+            })
+            .collect();
         for (instance, token) in &live {
             self.tell(instance, "drain", token).await;
         }
@@ -139,12 +177,32 @@ impl Hub {
         }
         metrics::counter!("pushtoken_events_total", "family" => family.as_str()).increment(1);
         count_outcome(family.as_str(), "queued", waiting.len() as u64);
-        Ok(Delivery {
+        let mut delivery = Delivery {
             id,
             delivered: live.len() as u64,
             queued: waiting.len() as u64,
             skipped,
-        })
+            providers: Tallies::default(),
+        };
+        let deadline = tokio::time::Instant::now() + PROVIDERS_WITHIN;
+        let outcomes =
+            futures_util::future::join_all(decided.into_iter().map(|(kind, outcome)| async move {
+                (kind, tokio::time::timeout_at(deadline, outcome).await)
+            }))
+            .await;
+        for (kind, outcome) in outcomes {
+            match outcome {
+                Ok(Ok(outcome)) => {
+                    delivery.providers.of(kind).count(outcome);
+                    if outcome == Outcome::Sent {
+                        delivery.delivered += 1;
+                    }
+                }
+                // Still being tried (or its task ended without a word).
+                _ => delivery.queued += 1,
+            }
+        }
+        Ok(delivery)
     }
 
     /// Tells `instance` to `what` (`drain` or `close`) its connection for

@@ -31,6 +31,7 @@ pub use delivery::{count_expired, Delivery, DELIVERIES, DELIVERY_SECONDS};
 pub use token::TokenKey;
 
 use crate::config::Config;
+use crate::providers::Providers;
 use crate::store::{Store, StoreResult};
 
 /// Frames that may wait for a connection's socket; a connection whose
@@ -48,12 +49,15 @@ pub struct Hub {
     registry: Registry,
     /// Names this instance among those sharing the database.
     instance: String,
+    /// The phone makers' services, for rows the socket did not issue.
+    providers: Providers,
 }
 
 impl Hub {
     /// Loads (or makes) the token key.
-    pub async fn new(store: Store, config: &Config) -> StoreResult<Self> {
+    pub async fn new(store: Store, config: &Config, providers: Providers) -> StoreResult<Self> {
         Ok(Self {
+            providers,
             key: TokenKey::load(&store).await?,
             store,
             bundle_id: config.bundle_id.clone(),

@@ -202,11 +202,17 @@ pub struct NewEvent {
 /// A push token of a user, as delivery sees it.
 #[derive(sqlx::FromRow, Clone)]
 pub struct Recipient {
+    pub serial: i64,
     pub push_token: String,
     /// Whether the push socket issued it.
     pub socket: bool,
     /// The instance holding its connection now, if one does.
     pub held_by: Option<String>,
+    /// 0: APNs production, 1: sandbox.
+    pub dev: i64,
+    pub bundleid: String,
+    pub os_token: String,
+    pub push_platform: String,
 }
 
 /// An event queued for a push-socket connection.
@@ -388,6 +394,18 @@ pub trait Database: Send + Sync + std::fmt::Debug {
         family: Family,
         user_id: i64,
         serial: i64,
+    ) -> StoreResult<bool>;
+
+    /// Deletes the user's row at `serial` if it still holds `push_token`
+    /// and `os_token` (a provider's verdict that they are dead): whether it
+    /// did.
+    async fn prune_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+        push_token: &str,
+        os_token: &str,
     ) -> StoreResult<bool>;
 
     /// `DELETE {base}`: how many of the caller's rows there were.

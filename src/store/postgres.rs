@@ -307,6 +307,18 @@ impl Database for PgStore {
         Ok(Q::password_hash(&mut *self.conn().await?, id).await?)
     }
 
+    async fn prune_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+        push_token: &str,
+        os_token: &str,
+    ) -> StoreResult<bool> {
+        let conn = &mut *self.conn().await?;
+        Ok(Q::prune_push_token(conn, family, user_id, serial, push_token, os_token).await?)
+    }
+
     async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {
         Ok(Q::recipients(&mut *self.conn().await?, user_id, family).await?)
     }

@@ -628,7 +628,8 @@ where
         family: Family,
     ) -> Result<Vec<Recipient>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT p.push_token, s.token IS NOT NULL AS socket, c.instance AS held_by \
+            "SELECT p.serial, p.push_token, s.token IS NOT NULL AS socket, \
+             c.instance AS held_by, p.dev, p.bundleid, p.os_token, p.push_platform \
              FROM push_tokens p \
              LEFT JOIN socket_clients s ON s.token = p.push_token \
              LEFT JOIN socket_connections c ON c.token = p.push_token \
@@ -638,6 +639,29 @@ where
         .bind(family.as_str())
         .fetch_all(conn)
         .await
+    }
+
+    /// Deletes the user's row at `serial` if it still holds both tokens.
+    pub async fn prune_push_token(
+        conn: &mut DB::Connection,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+        push_token: &str,
+        os_token: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM push_tokens WHERE user_id = $1 AND family = $2 AND serial = $3 \
+             AND push_token = $4 AND os_token = $5",
+        )
+        .bind(user_id)
+        .bind(family.as_str())
+        .bind(serial)
+        .bind(push_token)
+        .bind(os_token)
+        .execute(conn)
+        .await?;
+        Ok(DB::rows_affected(&done) > 0)
     }
 
     /// Records the event and queues it for its tokens (run in one

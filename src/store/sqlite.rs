@@ -381,6 +381,24 @@ impl Database for SqliteStore {
         Ok(Q::password_hash(&mut *self.reader().await?, id).await?)
     }
 
+    async fn prune_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+        push_token: &str,
+        os_token: &str,
+    ) -> StoreResult<bool> {
+        let tokens = (push_token.to_owned(), os_token.to_owned());
+        Ok(self
+            .write(tokens, move |conn, (push_token, os_token)| {
+                Box::pin(Q::prune_push_token(
+                    conn, family, user_id, serial, push_token, os_token,
+                ))
+            })
+            .await?)
+    }
+
     async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {
         Ok(Q::recipients(&mut *self.reader().await?, user_id, family).await?)
     }

@@ -18,6 +18,7 @@ mod notify;
 mod openapi;
 mod ops;
 mod outage;
+mod providers;
 mod push_socket;
 mod push_tokens;
 mod request_log;

@@ -26,6 +26,7 @@ pub mod openapi;
 pub mod push;
 pub mod push_tokens;
 pub mod server;
+pub mod standin;
 pub mod wire;
 pub mod writers;
 

@@ -1,0 +1,38 @@
+//! The HTTP client every provider shares: rustls with the public roots, and
+//! the operator's CA (`PUSHTOKEN_PROVIDER_CA_FILE`) beside them; HTTP/2 where
+//! the service offers it (ALPN), one pooled connection per host.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// A client trusting the public roots and, when given, the CAs of
+/// `ca_file` (PEM).
+pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(600))
+        .http2_keep_alive_interval(Duration::from_secs(60))
+        .http2_keep_alive_while_idle(true)
+        .user_agent(concat!("pushtoken/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the provider CA file {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+        anyhow::ensure!(
+            !certificates.is_empty(),
+            "{} holds no PEM certificate",
+            path.display()
+        );
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .context("cannot build the providers' HTTP client")
+}

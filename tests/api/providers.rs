@@ -1,0 +1,277 @@
+//! Phones without a socket: rows routed to the phone makers' services, here
+//! Xiaomi MiPush against a stand-in on loopback. What the service receives,
+//! its verdicts (a dead regid deletes the row), retries while the ttl lasts,
+//! and a hanging service that delays nothing else.
+
+use std::time::{Duration, Instant};
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::api::{MESSAGE, RING};
+use crate::support::push::{PushClient, Read, EVENT, PROMPTLY};
+use crate::support::standin::{Answer, StandIn};
+use crate::support::{every_backend, Reply, TestApp, TestUser};
+
+const KEY: &str = "operator-notify-key";
+const SECRET: &str = "xiaomi-app-secret-0123";
+const REGID: &str = "mi-regid-0123456789";
+
+fn ok() -> Answer {
+    Answer::json(
+        200,
+        json!({ "result": "ok", "code": 0, "data": { "id": "msg-1" } }),
+    )
+}
+
+/// The app with a notify key and Xiaomi pointed at `standin`.
+async fn with_xiaomi(app: TestApp, standin: &StandIn, extra: &[&str]) -> TestApp {
+    let mut flags = vec![
+        "--notify-key",
+        KEY,
+        "--xiaomi-app-secret",
+        SECRET,
+        "--xiaomi-url",
+        standin.url.as_str(),
+    ];
+    flags.extend_from_slice(extra);
+    app.with_flags(&flags).await
+}
+
+/// A row of `user` at serial 1 of the family at `base`, for `platform`.
+async fn android_row(app: &TestApp, user: &TestUser, base: &str, platform: &str) {
+    let body = json!({
+        "push_token": "a".repeat(64), "language": "zh", "os_token": REGID,
+        "push_platform": platform, "bundleid": "com.example.doorbell",
+    });
+    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+}
+
+async fn notify(app: &TestApp, body: Value) -> Reply {
+    let bearer = format!("Bearer {KEY}");
+    app.request(
+        Method::POST,
+        "/v1/api/notify",
+        &[("authorization", bearer.as_str())],
+        Some(body),
+    )
+    .await
+}
+
+fn event(user: &TestUser, family: &str, ttl: Option<i64>) -> Value {
+    let mut body = json!({ "user": user.id, "family": family,
+                           "event": { "type": "0", "uid": "DEV-1", "message": "Motion" } });
+    if let Some(ttl) = ttl {
+        body["ttl"] = ttl.into();
+    }
+    body
+}
+
+fn tally(reply: &Reply, provider: &str) -> (u64, u64, u64) {
+    let t = &reply.body["providers"][provider];
+    let n = |k: &str| {
+        t[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} in {}", reply.body))
+    };
+    (n("sent"), n("failed"), n("pruned"))
+}
+
+fn counts(reply: &Reply) -> (u64, u64, u64) {
+    let n = |k: &str| reply.body[k].as_u64().unwrap();
+    (n("delivered"), n("queued"), n("skipped"))
+}
+
+#[every_backend]
+async fn an_event_reaches_a_xiaomi_row_as_a_pass_through_message_with_the_frame_json(app: TestApp) {
+    let standin = StandIn::start(ok()).await;
+    let app = with_xiaomi(app, &standin, &[]).await;
+    let alice = app.user("alice_1").await;
+    android_row(&app, &alice, MESSAGE, "xiaomi").await;
+    let reply = notify(&app, event(&alice, "message", None)).await;
+    reply.assert_success(StatusCode::ACCEPTED);
+    assert_eq!(counts(&reply), (1, 0, 0), "{}", reply.body);
+    assert_eq!(tally(&reply, "xiaomi"), (1, 0, 0));
+    for other in ["apns", "fcm", "huawei"] {
+        assert_eq!(tally(&reply, other), (0, 0, 0));
+    }
+    let seen = standin.wait_for(1).await;
+    let request = &seen[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v3/message/regid")
+    );
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("key={SECRET}").as_str())
+    );
+    assert_eq!(request.field("registration_id").as_deref(), Some(REGID));
+    assert_eq!(request.field("pass_through").as_deref(), Some("1"));
+    assert_eq!(
+        request.field("restricted_package_name").as_deref(),
+        Some("com.example.doorbell")
+    );
+    assert_eq!(request.field("time_to_live").as_deref(), Some("86400000"));
+    let payload: Value = serde_json::from_str(&request.field("payload").unwrap()).unwrap();
+    assert_eq!(payload["id"], reply.body["id"]);
+    assert_eq!(payload["family"], "message");
+    assert_eq!(
+        (&payload["type"], &payload["uid"]),
+        (&json!("0"), &json!("DEV-1"))
+    );
+    assert_eq!(payload["message"], "Motion");
+    assert!(payload["time"].as_i64().unwrap() > 0);
+}
+
+#[every_backend]
+async fn a_row_no_configured_provider_takes_is_skipped(app: TestApp) {
+    let app = app.with_flags(&["--notify-key", KEY]).await;
+    let alice = app.user("alice_1").await;
+    android_row(&app, &alice, RING, "XIAOMI").await;
+    let reply = notify(&app, event(&alice, "ring", None)).await;
+    assert_eq!(counts(&reply), (0, 0, 1), "{}", reply.body);
+    assert_eq!(tally(&reply, "xiaomi"), (0, 0, 0));
+
+    // Configured, but the row names a platform nobody serves.
+    let standin = StandIn::start(ok()).await;
+    let app = with_xiaomi(app, &standin, &[]).await;
+    android_row(&app, &alice, RING, "OPPO").await;
+    let reply = notify(&app, event(&alice, "ring", None)).await;
+    assert_eq!(counts(&reply), (0, 0, 1), "{}", reply.body);
+    assert!(standin.seen().is_empty());
+}
+
+#[every_backend]
+async fn a_regid_the_service_calls_bad_deletes_its_row(app: TestApp) {
+    let standin = StandIn::start(ok()).await;
+    let app = with_xiaomi(app, &standin, &[]).await;
+    let alice = app.user("alice_1").await;
+    for dead in [
+        Answer::json(
+            200,
+            json!({ "result": "ok", "code": 0, "data": { "bad_regids": format!("other,{REGID}") } }),
+        ),
+        Answer::json(
+            200,
+            json!({ "result": "error", "code": 20301, "reason": "invalid regid" }),
+        ),
+    ] {
+        android_row(&app, &alice, MESSAGE, "XIAOMI").await;
+        standin.then(dead);
+        let reply = notify(&app, event(&alice, "message", None)).await;
+        assert_eq!(tally(&reply, "xiaomi"), (0, 0, 1), "{}", reply.body);
+        assert_eq!(app.get(MESSAGE, &alice.token).await.body, json!([]));
+    }
+    // Another refusal keeps the row.
+    android_row(&app, &alice, MESSAGE, "XIAOMI").await;
+    standin.then(Answer::json(
+        200,
+        json!({ "result": "error", "code": 22001, "reason": "quota" }),
+    ));
+    let reply = notify(&app, event(&alice, "message", None)).await;
+    assert_eq!(tally(&reply, "xiaomi"), (0, 1, 0), "{}", reply.body);
+    assert_eq!(
+        app.get(MESSAGE, &alice.token)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[every_backend]
+async fn a_transient_failure_is_retried_after_the_services_retry_after(app: TestApp) {
+    let standin = StandIn::start(ok()).await;
+    let app = with_xiaomi(app, &standin, &[]).await;
+    let alice = app.user("alice_1").await;
+    android_row(&app, &alice, MESSAGE, "XIAOMI").await;
+    standin.then(Answer::retry_after(503, 1));
+    let reply = notify(&app, event(&alice, "message", None)).await;
+    assert_eq!(tally(&reply, "xiaomi"), (1, 0, 0), "{}", reply.body);
+    let seen = standin.wait_for(2).await;
+    assert_eq!(seen.len(), 2);
+    let waited = seen[1].at - seen[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "retried after {waited:?}"
+    );
+}
+
+#[every_backend]
+async fn a_push_that_cannot_get_through_before_its_ttl_runs_out_fails(app: TestApp) {
+    let standin = StandIn::start(Answer::retry_after(429, 2)).await;
+    let app = with_xiaomi(app, &standin, &[]).await;
+    let alice = app.user("alice_1").await;
+    android_row(&app, &alice, RING, "XIAOMI").await;
+    let reply = notify(&app, event(&alice, "ring", Some(1))).await;
+    assert_eq!(tally(&reply, "xiaomi"), (0, 1, 0), "{}", reply.body);
+    // ttl 0: one attempt only.
+    let reply = notify(&app, event(&alice, "ring", Some(0))).await;
+    assert_eq!(tally(&reply, "xiaomi"), (0, 1, 0), "{}", reply.body);
+    assert_eq!(standin.seen().len(), 2);
+    // The row stays: a busy service says nothing of the token.
+    assert_eq!(
+        app.get(RING, &alice.token)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[every_backend]
+async fn a_hanging_service_delays_no_socket_frame_and_counts_as_queued(app: TestApp) {
+    let standin = StandIn::start(Answer::Hang).await;
+    let app = with_xiaomi(app, &standin, &[]).await;
+    let address = app.push_socket().await;
+    let alice = app.user("alice_1").await;
+    android_row(&app, &alice, RING, "XIAOMI").await;
+    let mut phone = PushClient::connect(address).await;
+    let token = phone.register("imei-1", None).await;
+    let body = json!({ "push_token": token, "language": "en" });
+    app.put(&format!("{RING}/2"), &alice.token, body)
+        .await
+        .assert_success(StatusCode::CREATED);
+
+    let started = Instant::now();
+    let sent = notify(&app, event(&alice, "ring", None));
+    let read = async {
+        let read = phone.read_skipping_heartbeats(PROMPTLY).await;
+        (read, started.elapsed())
+    };
+    let (reply, (read, frame_after)) = tokio::join!(sent, read);
+    let Read::Frame(EVENT, payload) = read else {
+        panic!("expected the event, got {read:?}");
+    };
+    let frame: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(frame["id"], reply.body["id"]);
+    // The answer waits up to 5 s for the service; the frame did not.
+    let answered_after = started.elapsed();
+    assert!(
+        frame_after < answered_after && frame_after < Duration::from_secs(4),
+        "frame after {frame_after:?}, answer after {answered_after:?}"
+    );
+    assert_eq!(counts(&reply), (1, 1, 0), "{}", reply.body);
+    assert_eq!(tally(&reply, "xiaomi"), (0, 0, 0));
+    // The REST routes answer meanwhile.
+    app.get(RING, &alice.token).await.assert_success_list();
+}
+
+#[every_backend]
+async fn over_https_the_service_is_trusted_through_the_provider_ca_file(app: TestApp) {
+    let standin = StandIn::start_tls(ok()).await;
+    let ca = standin.ca_file.clone().unwrap();
+    let app = with_xiaomi(app, &standin, &["--provider-ca-file", ca.to_str().unwrap()]).await;
+    let alice = app.user("alice_1").await;
+    android_row(&app, &alice, MESSAGE, "XIAOMI").await;
+    let reply = notify(&app, event(&alice, "message", None)).await;
+    assert_eq!(tally(&reply, "xiaomi"), (1, 0, 0), "{}", reply.body);
+    // Without the CA, the stand-in's certificate is not trusted: nothing
+    // gets through, and a ttl of 0 allows one attempt.
+    let app = with_xiaomi(app, &standin, &[]).await;
+    let reply = notify(&app, event(&alice, "message", Some(0))).await;
+    assert_eq!(tally(&reply, "xiaomi"), (0, 1, 0), "{}", reply.body);
+    assert_eq!(standin.seen().len(), 1);
+}
