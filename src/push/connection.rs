@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Frame, FrameCodec, HEARTBEAT, REGISTER, TOKEN};
@@ -44,7 +44,9 @@ pub(super) async fn serve(
     let run = async {
         let deadline = Instant::now() + REGISTER_WITHIN;
         let mut socket = match timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => Framed::new(tls, FrameCodec),
+            // Buffers that start empty and grow with the frames: an idle
+            // connection holds none (`Framed::new` allocates 8 KiB each way).
+            Ok(Ok(tls)) => Framed::from_parts(FramedParts::new::<Frame>(tls, FrameCodec)),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "push connection: TLS handshake failed");
                 return;
@@ -61,10 +63,12 @@ pub(super) async fn serve(
                 // token: an event sent as soon as the token is bound finds
                 // the connection.
                 let mut holding = hub.registry.hold(&token);
+                // This connection, among every instance's.
+                let holder = format!("{}/{}", hub.instance, holding.id);
                 metrics::gauge!("pushtoken_push_connections").increment(1.0);
                 match hub
                     .store
-                    .hold_socket(&token, &hub.instance, unix_now())
+                    .hold_socket(&token, &hub.instance, &holder, unix_now())
                     .await
                 {
                     Ok(Some(before)) => hub.tell(&before, "close", &token).await,
@@ -80,7 +84,7 @@ pub(super) async fn serve(
                     Err(()) => "too slow to write to",
                 };
                 if hub.registry.release(&token, holding.id) {
-                    if let Err(e) = hub.store.release_socket(&token, &hub.instance).await {
+                    if let Err(e) = hub.store.release_socket(&token, &holder).await {
                         tracing::warn!(error = %e, "cannot record a push connection's end");
                     }
                 }
@@ -230,17 +234,23 @@ async fn drain(hub: &Hub, socket: &mut Socket, token: &str, live: bool) -> Resul
             return Ok(());
         }
     };
-    let last = queued.last().map(|q| q.id);
+    let mut sent = Vec::with_capacity(queued.len());
+    let mut written = Ok(());
     for event in queued {
-        send(socket, event.frame).await?;
+        written = send(socket, event.frame).await;
+        if written.is_err() {
+            break;
+        }
         super::delivery::delivered(&event.family, event.recorded_ms, live);
+        sent.push(event.id);
     }
-    if let Some(last) = last {
-        if let Err(e) = hub.store.unqueue_events(token, last, now).await {
+    // What was written is sent, even when a later write failed.
+    if !sent.is_empty() {
+        if let Err(e) = hub.store.unqueue_events(token, sent).await {
             tracing::warn!(error = %e, "cannot take sent events off the queue");
         }
     }
-    Ok(())
+    written
 }
 
 /// Writes `frame`, within [`WRITE_WITHIN`].

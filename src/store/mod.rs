@@ -438,25 +438,26 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// Records an event and queues it for its tokens, at once; its id.
     async fn record_event(&self, event: NewEvent) -> StoreResult<i64>;
 
-    /// Records that `instance` holds the connection of `token`; the
+    /// Records that connection `holder` of `instance` holds `token`; the
     /// instance that held it before, if another.
     async fn hold_socket(
         &self,
         token: &str,
         instance: &str,
+        holder: &str,
         now: i64,
     ) -> StoreResult<Option<String>>;
 
-    /// Forgets that `instance` holds the connection of `token`.
-    async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()>;
+    /// Forgets that connection `holder` holds `token`, unless another has
+    /// taken it since.
+    async fn release_socket(&self, token: &str, holder: &str) -> StoreResult<()>;
 
     /// The live events queued for `token` whose user still holds it,
     /// oldest first.
     async fn queued_events(&self, token: &str, now: i64) -> StoreResult<Vec<QueuedEvent>>;
 
-    /// Takes the events up to `last` (and the expired ones) off `token`'s
-    /// queue.
-    async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()>;
+    /// Takes the events `sent` off `token`'s queue.
+    async fn unqueue_events(&self, token: &str, sent: Vec<i64>) -> StoreResult<()>;
 
     /// The user's events (of device `uid`, when given), newest first.
     async fn events(

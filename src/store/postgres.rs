@@ -333,25 +333,29 @@ impl Database for PgStore {
         &self,
         token: &str,
         instance: &str,
+        holder: &str,
         now: i64,
     ) -> StoreResult<Option<String>> {
         Ok(self
-            .write(&(token, instance), |conn, (token, instance)| {
-                Box::pin(Q::hold_socket(conn, token, instance, now))
-            })
+            .write(
+                &(token, instance, holder),
+                |conn, (token, instance, holder)| {
+                    Box::pin(Q::hold_socket(conn, token, instance, holder, now))
+                },
+            )
             .await?)
     }
 
-    async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()> {
-        Ok(Q::release_socket(&mut *self.conn().await?, token, instance).await?)
+    async fn release_socket(&self, token: &str, holder: &str) -> StoreResult<()> {
+        Ok(Q::release_socket(&mut *self.conn().await?, token, holder).await?)
     }
 
     async fn queued_events(&self, token: &str, now: i64) -> StoreResult<Vec<QueuedEvent>> {
         Ok(Q::queued_events(&mut *self.conn().await?, token, now).await?)
     }
 
-    async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()> {
-        Ok(Q::unqueue_events(&mut *self.conn().await?, token, last, now).await?)
+    async fn unqueue_events(&self, token: &str, sent: Vec<i64>) -> StoreResult<()> {
+        Ok(Q::unqueue_events(&mut *self.conn().await?, token, &sent).await?)
     }
 
     async fn events(

@@ -25,6 +25,9 @@ use super::{
     UserSummary, Written,
 };
 
+/// Queue rows taken off in one statement (SQLite allows 32,766 arguments).
+const UNQUEUE_CHUNK: usize = 500;
+
 /// The columns of a stored push token, in [`PushTokenRow`]'s order.
 pub(super) const ROW_COLUMNS: &str = "user_id, serial, push_token, language, dev, bundleid, \
      os, os_token, push_platform, phone_model, created_at, updated_at";
@@ -697,12 +700,14 @@ where
         Ok(id)
     }
 
-    /// Records that `instance` holds the connection of `token` now (run in
-    /// one transaction); the instance that held it before, if another.
+    /// Records that connection `holder` of `instance` holds `token` now
+    /// (run in one transaction); the instance that held it before, if
+    /// another.
     pub async fn hold_socket(
         conn: &mut DB::Connection,
         token: &str,
         instance: &str,
+        holder: &str,
         now: i64,
     ) -> Result<Option<String>, sqlx::Error> {
         let before: Option<String> =
@@ -711,27 +716,29 @@ where
                 .fetch_optional(&mut *conn)
                 .await?;
         sqlx::query(
-            "INSERT INTO socket_connections (token, instance, since) VALUES ($1, $2, $3) \
-             ON CONFLICT (token) DO UPDATE SET instance = excluded.instance, since = excluded.since",
+            "INSERT INTO socket_connections (token, instance, holder, since) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (token) DO UPDATE SET instance = excluded.instance, \
+             holder = excluded.holder, since = excluded.since",
         )
         .bind(token)
         .bind(instance)
+        .bind(holder)
         .bind(now)
         .execute(conn)
         .await?;
         Ok(before.filter(|before| before != instance))
     }
 
-    /// Forgets that `instance` holds the connection of `token` (unless
-    /// another instance has taken it since).
+    /// Forgets that connection `holder` holds `token` (unless another
+    /// connection, here or on another instance, has taken it since).
     pub async fn release_socket(
         conn: &mut DB::Connection,
         token: &str,
-        instance: &str,
+        holder: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM socket_connections WHERE token = $1 AND instance = $2")
+        sqlx::query("DELETE FROM socket_connections WHERE token = $1 AND holder = $2")
             .bind(token)
-            .bind(instance)
+            .bind(holder)
             .execute(conn)
             .await?;
         Ok(())
@@ -757,23 +764,28 @@ where
         .await
     }
 
-    /// Takes the events up to `last` that `queued_events` gave at `now`
-    /// off `token`'s queue. What it did not give (expired, or its user no
-    /// longer holds the token) stays until the sweep counts it expired.
+    /// Takes the events `sent` off `token`'s queue, those and no other:
+    /// an event with a smaller id may commit after a larger one was read
+    /// (PostgreSQL hands ids out at insert), and stays queued for the next
+    /// drain. What was not sent (expired, or its user no longer holds the
+    /// token) stays until the sweep counts it expired.
     pub async fn unqueue_events(
         conn: &mut DB::Connection,
         token: &str,
-        last: i64,
-        now: i64,
+        sent: &[i64],
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM queued_events WHERE token = $1 AND event_id <= $2 AND expires_at > $3",
-        )
-        .bind(token)
-        .bind(last)
-        .bind(now)
-        .execute(conn)
-        .await?;
+        for ids in sent.chunks(UNQUEUE_CHUNK) {
+            let placeholders: Vec<String> = (2..ids.len() + 2).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "DELETE FROM queued_events WHERE token = $1 AND event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(token);
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *conn).await?;
+        }
         Ok(())
     }
 

@@ -413,21 +413,22 @@ impl Database for SqliteStore {
         &self,
         token: &str,
         instance: &str,
+        holder: &str,
         now: i64,
     ) -> StoreResult<Option<String>> {
+        let args = (token.to_owned(), instance.to_owned(), holder.to_owned());
         Ok(self
-            .write(
-                (token.to_owned(), instance.to_owned()),
-                move |conn, (token, instance)| Box::pin(Q::hold_socket(conn, token, instance, now)),
-            )
+            .write(args, move |conn, (token, instance, holder)| {
+                Box::pin(Q::hold_socket(conn, token, instance, holder, now))
+            })
             .await?)
     }
 
-    async fn release_socket(&self, token: &str, instance: &str) -> StoreResult<()> {
+    async fn release_socket(&self, token: &str, holder: &str) -> StoreResult<()> {
         Ok(self
             .write(
-                (token.to_owned(), instance.to_owned()),
-                |conn, (token, instance)| Box::pin(Q::release_socket(conn, token, instance)),
+                (token.to_owned(), holder.to_owned()),
+                |conn, (token, holder)| Box::pin(Q::release_socket(conn, token, holder)),
             )
             .await?)
     }
@@ -436,10 +437,10 @@ impl Database for SqliteStore {
         Ok(Q::queued_events(&mut *self.reader().await?, token, now).await?)
     }
 
-    async fn unqueue_events(&self, token: &str, last: i64, now: i64) -> StoreResult<()> {
+    async fn unqueue_events(&self, token: &str, sent: Vec<i64>) -> StoreResult<()> {
         Ok(self
-            .write(token.to_owned(), move |conn, token| {
-                Box::pin(Q::unqueue_events(conn, token, last, now))
+            .write((token.to_owned(), sent), |conn, (token, sent)| {
+                Box::pin(Q::unqueue_events(conn, token, sent))
             })
             .await?)
     }

@@ -312,3 +312,69 @@ async fn tls_1_2_and_tls_1_3_are_both_spoken_with_or_without_a_server_name(app: 
         }
     }
 }
+
+/// An event for `user_id` in the ring family, queued for `token`.
+fn queued_event(user_id: i64, token: &str, n: i64) -> pushtoken::store::NewEvent {
+    pushtoken::store::NewEvent {
+        user_id,
+        family: pushtoken::store::Family::Ring,
+        kind: "1".into(),
+        uid: format!("DEV-{n}"),
+        time: 1,
+        body: format!(r#"{{"type":"1","uid":"DEV-{n}"}}"#),
+        created_at: 1,
+        recorded_ms: 1,
+        queue: vec![(token.to_owned(), i64::MAX)],
+    }
+}
+
+#[every_backend]
+async fn a_drain_takes_off_the_queue_only_the_events_it_sent(app: TestApp) {
+    // PostgreSQL hands ids out at insert: an event with a smaller id can
+    // commit after a drain read a larger one. Taking off "everything up to
+    // the last id sent" lost it; only what was sent goes.
+    let alice = app.user("alice_1").await;
+    let token = "f".repeat(64);
+    let body = serde_json::json!({ "push_token": token, "language": "en" });
+    app.put("/v1/api/user/token/1", &alice.token, body).await;
+    let store = &app.state.store;
+    let first = store
+        .record_event(queued_event(alice.id, &token, 1))
+        .await
+        .unwrap();
+    let second = store
+        .record_event(queued_event(alice.id, &token, 2))
+        .await
+        .unwrap();
+    assert!(first < second);
+    store.unqueue_events(&token, vec![second]).await.unwrap();
+    let left: Vec<i64> = store
+        .queued_events(&token, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.id)
+        .collect();
+    assert_eq!(left, vec![first]);
+}
+
+#[every_backend]
+async fn a_closed_connection_never_forgets_the_row_of_the_one_that_took_its_token(app: TestApp) {
+    // Two connections of one instance, one after the other, for one token:
+    // the first one's release reaching the database late must not delete
+    // the second one's row (every event to the token would be skipped).
+    let token = "e".repeat(64);
+    let store = &app.state.store;
+    store
+        .hold_socket(&token, "instance-a", "instance-a/1", 1)
+        .await
+        .unwrap();
+    store
+        .hold_socket(&token, "instance-a", "instance-a/2", 2)
+        .await
+        .unwrap();
+    store.release_socket(&token, "instance-a/1").await.unwrap();
+    assert_eq!(app.stored_text("socket_connections").await.len(), 1);
+    store.release_socket(&token, "instance-a/2").await.unwrap();
+    assert!(app.stored_text("socket_connections").await.is_empty());
+}
