@@ -65,7 +65,9 @@ if meta.get("mode") == "push":
       f"{meta.get('idle_rounds')} rounds per backend on fresh servers; notify: {meta.get('push_users')} users with one socket each, "
       f"{meta.get('notifiers')} notifiers, {meta.get('push_duration')} s per measurement, {meta.get('push_rounds')} rounds; "
       f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; load average at the start "
-      f"{meta.get('load')}; commit {meta.get('commit')}")
+      f"{meta.get('load')}; commit {meta.get('commit')}"
+      + (f"; server environment `{meta['server_env']}`" if meta.get("server_env") else "")
+      + (f"; PostgreSQL databases `SET {meta['pg_set']}`" if meta.get("pg_set") else ""))
 else:
     p(f"- {meta.get('duration')} s per measurement, load spread over {meta.get('users')} users, "
       f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; commit {meta.get('commit')}")
@@ -176,10 +178,11 @@ elif meta.get("mode") == "push":
         p("## Idle push-socket connections\n")
         p("Each round: a fresh server and database; N connections opened (TCP, TLS, register, token) and held "
           "without traffic. RSS is the server's VmRSS (/proc/PID/status): its heap, stacks and mapped pages, "
-          "not the kernel's socket buffers, which are shown apart (system-wide TCP pages from "
-          "/proc/net/sockstat, both ends of every loopback connection). Medians of the rounds; every round in brackets.\n")
+          "not the kernel's socket structures and buffers. The kernel's TCP buffer pages (/proc/net/sockstat: "
+          "system-wide, both ends of every loopback connection) are shown apart: an idle connection has nothing "
+          "queued, so they stay flat. Medians of the rounds; every round in brackets.\n")
         p("| backend | conns held | RSS before MiB | RSS after MiB | per connection KiB | marginal KiB (last 90%) | anon per conn KiB | "
-          "kernel TCP per conn KiB | RSS after close MiB | opens/s | open p99 ms |")
+          "kernel TCP buffer pages, before → after | RSS after close MiB | opens/s | open p99 ms |")
         p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in idle_backends:
             runs = [r for r in rows if r.get("backend") == b and r.get("scenario") == "idle"]
@@ -188,18 +191,18 @@ elif meta.get("mode") == "push":
               f"**{kib(med([r['per_conn_bytes'] for r in runs])):.1f}** ({each(runs, 'per_conn_bytes', scale=kib)}) | "
               f"{kib(med([r['marginal_per_conn_bytes'] for r in runs])):.1f} ({each(runs, 'marginal_per_conn_bytes', scale=kib)}) | "
               f"{kib(med([r['per_conn_anon_bytes'] for r in runs])):.1f} | "
-              f"{kib(med([r['kernel_tcp_per_conn_bytes'] for r in runs])):.1f} | "
+              f"{med([r['before']['tcp_mem_pages'] for r in runs]):,.0f} → {med([r['after']['tcp_mem_pages'] for r in runs]):,.0f} | "
               f"{med([r['closed']['rss_kib'] / 1024 for r in runs]):.1f} | "
               f"{med([r['opens_per_sec'] for r in runs]):,.0f} | {med([r['open_p99_ms'] for r in runs]):.1f} |")
         p("")
 
-    def disk(config, label):
-        """fdatasync p50 / p99 (medians of the probes), and each probe's p99."""
-        probes = [r for r in rows if r.get("backend") == config and r.get("scenario") == "fsync" and r.get("label") == label]
-        if not probes:
+    def disk(runs):
+        """The disk during the runs: fdatasync p99 and max (medians), and
+        the calls over 20 ms (all runs)."""
+        if not any("fsync_count" in r and r["fsync_count"] for r in runs):
             return "—"
-        return (f"{med([r['p50_ms'] for r in probes]):.2f} / {med([r['p99_ms'] for r in probes]):.2f} "
-                f"({each(probes, 'p99_ms')})")
+        return (f"{med([r['fsync_p99_ms'] for r in runs]):.1f} / {med([r['fsync_max_ms'] for r in runs]):.0f} / "
+                f"{sum(r['fsync_over_20ms'] for r in runs)} of {sum(r['fsync_count'] for r in runs)}")
 
     configs = [c for c in ("sqlite", "postgres", "postgres-2") if any(
         r.get("backend") == c and r.get("scenario") == "notify" for r in rows)]
@@ -209,9 +212,10 @@ elif meta.get("mode") == "push":
         p("Delivery latency: from just before `POST /v1/api/notify` is written to when the event frame with that "
           "`seq` has been read on the user's socket; the answer is the notify's own 202. Closed loop to find the peak, then paced (open loop) at half "
           "the median peak. Medians of the rounds; every round in brackets.\n")
-        p("The last column is the disk's fdatasync latency, probed (200 calls) just before each round: "
-          "every notify waits for a durable commit of its event.\n")
-        p("| configuration | run | notifies/s | delivery p50 ms | delivery p99 ms | delivery max ms | answer p50 / p99 ms | lost | errors | fdatasync p50 / p99 ms |")
+        p("Every event is committed to the database before its frame is sent, so the last column shows the disk "
+          "during the same seconds: a probe thread in the load generator writes 4 KiB and calls fdatasync every "
+          "10 ms on the disk under both databases (p99 / max in ms, medians of the rounds; calls over 20 ms, all rounds).\n")
+        p("| configuration | run | notifies/s | delivery p50 ms | delivery p99 ms | delivery max ms | answer p50 / p99 ms | lost | errors | disk fdatasync p99 / max ms / over 20 ms |")
         p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in configs:
             for label, what in (("peak", "closed loop"), ("half-peak", "paced at half the peak")):
@@ -226,7 +230,7 @@ elif meta.get("mode") == "push":
                   f"{med([r['max_ms'] for r in runs]):.1f} ({each(runs, 'max_ms', '{:.1f}')}) | "
                   f"{med([r['answer_p50_ms'] for r in runs]):.2f} / {med([r['answer_p99_ms'] for r in runs]):.2f} | "
                   f"{sum(r['lost'] for r in runs)} | {sum(r['errors'] + r['not_delivered'] + r['strays'] + r['socket_failures'] for r in runs)} | "
-                  f"{disk(c, label)} |")
+                  f"{disk(runs)} |")
         p("")
 
     p("## Targets\n")

@@ -8,7 +8,7 @@
 //!                   [--concurrency C] [--hold SECS] [--prefix P] [--label L]
 //!   pushload notify --push ADDR --url URL [--bind-url URL] --users-file FILE
 //!                   --key KEY --notifiers C --duration SECS [--rate R]
-//!                   [--prefix P] [--max-requests N] [--label L]
+//!                   [--prefix P] [--max-requests N] [--label L] [--fsync-dir DIR]
 //!   pushload fsync  --dir DIR [--count N] [--label L]
 //!
 //! `idle` opens N connections (TCP, TLS, register, token), at most C
@@ -35,9 +35,11 @@
 //! duration it waits up to 10 s for the frames still on their way; an
 //! accepted event whose frame never came is `lost`.
 //!
-//! `fsync` writes 4 KiB and calls fdatasync N times (default 200) on a file
-//! in DIR, the latency under every durable commit: the machine's disk at
-//! the moment, measured beside the notify runs.
+//! With `--fsync-dir`, a thread writes 4 KiB and calls fdatasync on a file
+//! in DIR every 10 ms while the notifiers run: the latency under every
+//! durable commit (each event is committed before its frame is sent), on
+//! the machine's disk during the same seconds. `fsync` does the same N
+//! times back to back (default 200).
 //!
 //! The summary is one JSON line on stdout.
 
@@ -772,6 +774,9 @@ struct NotifySummary {
     /// Socket connect-to-token, and the slowest HTTP connect.
     socket_open_max_ms: f64,
     connect_max_ms: f64,
+    /// The disk during the run (with `--fsync-dir`).
+    #[serde(flatten)]
+    disk: Fsyncs,
 }
 
 async fn notify(args: &Args) -> Result<()> {
@@ -786,6 +791,7 @@ async fn notify(args: &Args) -> Result<()> {
     let max_requests: usize = args.num("max-requests", 2_000_000)?;
     let prefix = args.get("prefix").unwrap_or("bench-push").to_owned();
     let label = args.get("label").unwrap_or("").to_owned();
+    let fsync_dir = args.get("fsync-dir").map(str::to_owned);
     raise_open_file_limit()?;
 
     // One socket per user, bound as its ring token at serial 1.
@@ -856,6 +862,11 @@ async fn notify(args: &Args) -> Result<()> {
     let usernames = Arc::new(users.iter().map(|u| u.username.clone()).collect::<Vec<_>>());
     let interval = (rate > 0.0).then(|| Duration::from_secs_f64(notifiers as f64 / rate));
     let start = Instant::now();
+    let probe_stop = Arc::new(AtomicBool::new(false));
+    let probe = fsync_dir.map(|dir| {
+        let stop = probe_stop.clone();
+        std::thread::spawn(move || probe_fsync(&dir, usize::MAX, Duration::from_millis(10), &stop))
+    });
     let tasks: Vec<_> = https
         .into_iter()
         .enumerate()
@@ -881,6 +892,15 @@ async fn notify(args: &Args) -> Result<()> {
         not_delivered += r.not_delivered;
     }
     let secs = start.elapsed().as_secs_f64();
+    probe_stop.store(true, Ordering::Relaxed);
+    let disk = match probe {
+        Some(probe) => Fsyncs::of(
+            &probe
+                .join()
+                .map_err(|_| anyhow!("the fsync probe panicked"))??,
+        ),
+        None => Fsyncs::default(),
+    };
     let accepted = shared.accepted.load(Ordering::Relaxed);
     let waiting = Instant::now();
     while shared.received.load(Ordering::Relaxed) < accepted && waiting.elapsed() < DRAIN_WITHIN {
@@ -923,6 +943,7 @@ async fn notify(args: &Args) -> Result<()> {
         answer_max_ms: max_ms(&answers),
         socket_open_max_ms: max_ms(&open_hist),
         connect_max_ms: connect_max.as_secs_f64() * 1000.0,
+        disk,
     };
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
@@ -930,6 +951,57 @@ async fn notify(args: &Args) -> Result<()> {
 
 // ---------------------------------------------------------------------------
 // fsync
+
+/// Writes 4 KiB and calls fdatasync on a file in `dir`, `pause` apart,
+/// until `count` calls or `stop`: their latencies (microseconds).
+fn probe_fsync(
+    dir: &str,
+    count: usize,
+    pause: Duration,
+    stop: &AtomicBool,
+) -> Result<Histogram<u64>> {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = std::path::Path::new(dir).join(format!("fsync-probe-{}", std::process::id()));
+    let mut file = std::fs::File::create(&path).with_context(|| format!("creating {path:?}"))?;
+    let mut hist = histogram()?;
+    let block = [b'x'; 4096];
+    for i in 0..count {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        file.seek(SeekFrom::Start((i % 64) as u64 * 4096))?;
+        file.write_all(&block)?;
+        let began = Instant::now();
+        file.sync_data()?;
+        let _ = hist.record(micros(began.elapsed()));
+        std::thread::sleep(pause);
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(hist)
+}
+
+/// fdatasync latencies: p50, p99, max, and how many took over 20 ms.
+#[derive(Serialize, Default)]
+struct Fsyncs {
+    fsync_count: u64,
+    fsync_p50_ms: f64,
+    fsync_p99_ms: f64,
+    fsync_max_ms: f64,
+    fsync_over_20ms: u64,
+}
+
+impl Fsyncs {
+    fn of(hist: &Histogram<u64>) -> Self {
+        Self {
+            fsync_count: hist.len(),
+            fsync_p50_ms: ms(hist, 0.5),
+            fsync_p99_ms: ms(hist, 0.99),
+            fsync_max_ms: max_ms(hist),
+            fsync_over_20ms: hist.count_between(20_001, 60_000_000),
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct FsyncSummary {
@@ -943,22 +1015,9 @@ struct FsyncSummary {
 }
 
 fn fsync(args: &Args) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
     let dir = args.req("dir")?;
     let count: usize = args.num("count", 200)?;
-    let path = std::path::Path::new(dir).join(format!("fsync-probe-{}", std::process::id()));
-    let mut file = std::fs::File::create(&path).with_context(|| format!("creating {path:?}"))?;
-    let mut hist = histogram()?;
-    let block = [b'x'; 4096];
-    for i in 0..count {
-        file.seek(SeekFrom::Start((i % 64) as u64 * 4096))?;
-        file.write_all(&block)?;
-        let began = Instant::now();
-        file.sync_data()?;
-        let _ = hist.record(micros(began.elapsed()));
-    }
-    drop(file);
-    let _ = std::fs::remove_file(&path);
+    let hist = probe_fsync(dir, count, Duration::ZERO, &AtomicBool::new(false))?;
     let summary = FsyncSummary {
         label: args.get("label").unwrap_or("").to_owned(),
         scenario: "fsync",
