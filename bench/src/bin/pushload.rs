@@ -581,6 +581,8 @@ struct Shared {
     /// Per event `seq`: microseconds since `epoch` + 1 when its latency
     /// starts; 0 before it is sent and once its frame has come.
     stamps: Vec<AtomicU64>,
+    /// Per event `seq`: the event id the notify answered with.
+    ids: Vec<AtomicU64>,
     epoch: Instant,
     next_seq: AtomicU64,
     /// Events answered 202.
@@ -712,9 +714,10 @@ async fn notifier(
             Ok((StatusCode::ACCEPTED, answer)) => {
                 let _ = answers.record(micros(took));
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
-                let delivered = serde_json::from_slice::<Value>(&answer)
-                    .ok()
-                    .and_then(|v| v.get("delivered")?.as_u64());
+                let answer_json = serde_json::from_slice::<Value>(&answer).ok();
+                let field = |name: &str| answer_json.as_ref().and_then(|v| v.get(name)?.as_u64());
+                shared.ids[seq as usize].store(field("id").unwrap_or(0), Ordering::Relaxed);
+                let delivered = field("delivered");
                 if delivered != Some(1) {
                     not_delivered += 1;
                     if shared.errors_shown.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -760,6 +763,8 @@ struct NotifySummary {
     not_delivered: u64,
     received: u64,
     lost: u64,
+    /// Up to 20 lost events: `[seq, event id, user index]`.
+    lost_events: Vec<[u64; 3]>,
     strays: u64,
     socket_failures: u64,
     /// Delivery: notify written → event frame read.
@@ -832,6 +837,7 @@ async fn notify(args: &Args) -> Result<()> {
 
     let shared = Arc::new(Shared {
         stamps: (0..max_requests).map(|_| AtomicU64::new(0)).collect(),
+        ids: (0..max_requests).map(|_| AtomicU64::new(0)).collect(),
         epoch: Instant::now(),
         next_seq: AtomicU64::new(0),
         accepted: AtomicU64::new(0),
@@ -919,6 +925,22 @@ async fn notify(args: &Args) -> Result<()> {
     }
     let delivery = shared.delivery.lock().expect("histogram").clone();
     let received = shared.received.load(Ordering::Relaxed);
+    // A stamp still set: accepted, and its frame never came.
+    let sent = shared
+        .next_seq
+        .load(Ordering::Relaxed)
+        .min(max_requests as u64);
+    let lost_events: Vec<[u64; 3]> = (0..sent)
+        .filter(|&seq| shared.stamps[seq as usize].load(Ordering::Acquire) != 0)
+        .take(20)
+        .map(|seq| {
+            [
+                seq,
+                shared.ids[seq as usize].load(Ordering::Relaxed),
+                seq % shared.users,
+            ]
+        })
+        .collect();
     let summary = NotifySummary {
         label,
         scenario: "notify",
@@ -932,6 +954,7 @@ async fn notify(args: &Args) -> Result<()> {
         not_delivered,
         received,
         lost: accepted.saturating_sub(received),
+        lost_events,
         strays: shared.strays.load(Ordering::Relaxed),
         socket_failures: shared.socket_failures.load(Ordering::Relaxed),
         p50_ms: ms(&delivery, 0.5),
