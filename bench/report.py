@@ -3,6 +3,9 @@
 
 Usage: report.py results.jsonl [backend=explain.txt ...]
 
+Modes: main (below), growth (empty vs bulk-loaded database), push (idle
+push-socket connections' memory; notify throughput and delivery latency).
+
 Ceilings (measured in the same run):
   - GET and login: the minimal axum JSON handler (`ceiling`) at the same
     connection count (throughput, p99 latency, peak RSS).
@@ -57,8 +60,17 @@ out = []
 p = out.append
 p(f"# pushtoken benchmark ({meta.get('mode', 'main')} run{', QUICK' if meta.get('quick') else ''})\n")
 p(f"- machine: {meta.get('machine')}; PostgreSQL {meta.get('postgres')}; sqlite3 CLI {meta.get('sqlite')}")
-p(f"- {meta.get('duration')} s per measurement, load spread over {meta.get('users')} users, "
-  f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; commit {meta.get('commit')}")
+if meta.get("mode") == "push":
+    p(f"- {meta.get('idle_conns')} idle connections ({meta.get('push_concurrency')} handshakes at a time), "
+      f"{meta.get('idle_rounds')} rounds per backend on fresh servers; notify: {meta.get('push_users')} users with one socket each, "
+      f"{meta.get('notifiers')} notifiers, {meta.get('push_duration')} s per measurement, {meta.get('push_rounds')} rounds; "
+      f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; load average at the start "
+      f"{meta.get('load')}; commit {meta.get('commit')}"
+      + (f"; server environment `{meta['server_env']}`" if meta.get("server_env") else "")
+      + (f"; PostgreSQL databases `SET {meta['pg_set']}`" if meta.get("pg_set") else ""))
+else:
+    p(f"- {meta.get('duration')} s per measurement, load spread over {meta.get('users')} users, "
+      f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; commit {meta.get('commit')}")
 p("")
 
 backends = [b for b in ("sqlite", "postgres") if any(r.get("backend") == b for r in rows)]
@@ -152,6 +164,96 @@ if meta.get("mode", "main") == "main":
         alone = find(backend=b, label="load", scenario="get", conns=32)
         if g and alone:
             p(f"| {b}: login does not starve GET (GET under login load / GET alone) | {g['rps'] / alone['rps']:.3f}, p99 {g['p99_ms']:.2f} ms | see text |")
+    p("")
+elif meta.get("mode") == "push":
+    med = statistics.median
+    kib = lambda b: b / 1024
+
+    def each(runs, key, fmt="{:.1f}", scale=lambda x: x):
+        return ", ".join(fmt.format(scale(r[key])) for r in runs)
+
+    idle_backends = [b for b in ("sqlite", "postgres") if any(
+        r.get("backend") == b and r.get("scenario") == "idle" for r in rows)]
+    if idle_backends:
+        p("## Idle push-socket connections\n")
+        p("Each round: a fresh server and database; N connections opened (TCP, TLS, register, token) and held "
+          "without traffic. RSS is the server's VmRSS (/proc/PID/status): its heap, stacks and mapped pages, "
+          "not the kernel's socket structures and buffers. The kernel's TCP buffer pages (/proc/net/sockstat: "
+          "system-wide, both ends of every loopback connection) are shown apart: an idle connection has nothing "
+          "queued, so they stay flat. Medians of the rounds; every round in brackets.\n")
+        p("| backend | conns held | RSS before MiB | RSS after MiB | per connection KiB | marginal KiB (last 90%) | anon per conn KiB | "
+          "kernel TCP buffer pages, before → after | RSS after close MiB | opens/s | open p99 ms |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for b in idle_backends:
+            runs = [r for r in rows if r.get("backend") == b and r.get("scenario") == "idle"]
+            p(f"| {b} | {med([r['after']['held'] for r in runs]):,.0f} of {runs[0]['conns']:,} | "
+              f"{med([r['before']['rss_kib'] / 1024 for r in runs]):.1f} | {med([r['after']['rss_kib'] / 1024 for r in runs]):.1f} | "
+              f"**{kib(med([r['per_conn_bytes'] for r in runs])):.1f}** ({each(runs, 'per_conn_bytes', scale=kib)}) | "
+              f"{kib(med([r['marginal_per_conn_bytes'] for r in runs])):.1f} ({each(runs, 'marginal_per_conn_bytes', scale=kib)}) | "
+              f"{kib(med([r['per_conn_anon_bytes'] for r in runs])):.1f} | "
+              f"{med([r['before']['tcp_mem_pages'] for r in runs]):,.0f} → {med([r['after']['tcp_mem_pages'] for r in runs]):,.0f} | "
+              f"{med([r['closed']['rss_kib'] / 1024 for r in runs]):.1f} | "
+              f"{med([r['opens_per_sec'] for r in runs]):,.0f} | {med([r['open_p99_ms'] for r in runs]):.1f} |")
+        p("")
+
+    def disk(runs):
+        """The disk during the runs: fdatasync p99 and max (medians), and
+        the calls over 20 ms (all runs)."""
+        if not any("fsync_count" in r and r["fsync_count"] for r in runs):
+            return "—"
+        return (f"{med([r['fsync_p99_ms'] for r in runs]):.1f} / {med([r['fsync_max_ms'] for r in runs]):.0f} / "
+                f"{sum(r['fsync_over_20ms'] for r in runs)} of {sum(r['fsync_count'] for r in runs)}")
+
+    configs = [c for c in ("sqlite", "postgres", "postgres-2") if any(
+        r.get("backend") == c and r.get("scenario") == "notify" for r in rows)]
+    names = {"sqlite": "SQLite", "postgres": "PostgreSQL", "postgres-2": "PostgreSQL, two instances (sockets on A, notifies to B)"}
+    if configs:
+        p("## Notify: throughput and delivery latency\n")
+        p("Delivery latency: from just before `POST /v1/api/notify` is written to when the event frame with that "
+          "`seq` has been read on the user's socket; the answer is the notify's own 202. Closed loop to find the peak, then paced (open loop) at half "
+          "the median peak. Medians of the rounds; every round in brackets.\n")
+        p("Every event is committed to the database before its frame is sent, so the last column shows the disk "
+          "during the same seconds: a probe thread in the load generator writes 4 KiB and calls fdatasync every "
+          "10 ms on the disk under both databases (p99 / max in ms, medians of the rounds; calls over 20 ms, all rounds).\n")
+        p("| configuration | run | notifies/s | delivery p50 ms | delivery p99 ms | delivery max ms | answer p50 / p99 ms | lost | errors | disk fdatasync p99 / max ms / over 20 ms |")
+        p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for c in configs:
+            for label, what in (("peak", "closed loop"), ("half-peak", "paced at half the peak")):
+                runs = [r for r in rows if r.get("backend") == c and r.get("scenario") == "notify" and r.get("label") == label]
+                if not runs:
+                    continue
+                rate = f" ({runs[0]['target_rate']:,.0f}/s)" if label == "half-peak" else ""
+                p(f"| {names[c]} | {what}{rate}, {runs[0]['notifiers']} notifiers, {runs[0]['users']} sockets | "
+                  f"{med([r['rps'] for r in runs]):,.0f} ({each(runs, 'rps', '{:,.0f}')}) | "
+                  f"{med([r['p50_ms'] for r in runs]):.2f} ({each(runs, 'p50_ms', '{:.2f}')}) | "
+                  f"{med([r['p99_ms'] for r in runs]):.2f} ({each(runs, 'p99_ms', '{:.2f}')}) | "
+                  f"{med([r['max_ms'] for r in runs]):.1f} ({each(runs, 'max_ms', '{:.1f}')}) | "
+                  f"{med([r['answer_p50_ms'] for r in runs]):.2f} / {med([r['answer_p99_ms'] for r in runs]):.2f} | "
+                  f"{sum(r['lost'] for r in runs)} | {sum(r['errors'] + r['not_delivered'] + r['strays'] + r['socket_failures'] for r in runs)} | "
+                  f"{disk(runs)} |")
+        p("")
+
+    p("## Targets\n")
+    p("| target | measured | met? |")
+    p("|---|---|---|")
+    for b in idle_backends:
+        runs = [r for r in rows if r.get("backend") == b and r.get("scenario") == "idle"]
+        per = [kib(r["per_conn_bytes"]) for r in runs]
+        held = all(x <= 32 for x in per)
+        some = any(x <= 32 for x in per)
+        p(f"| {b}: ≤ 32 KiB of server RSS per idle connection | median {med(per):.1f} KiB ({', '.join(f'{x:.1f}' for x in per)}) | "
+          f"{'yes' if held else ('in some rounds' if some else 'no')} |")
+    for c in configs:
+        runs = [r for r in rows if r.get("backend") == c and r.get("scenario") == "notify" and r.get("label") == "half-peak"]
+        if not runs:
+            continue
+        p99 = [r["p99_ms"] for r in runs]
+        clean = all(r["lost"] == 0 and r["errors"] == 0 for r in runs)
+        verdict = "yes" if all(x < 20 for x in p99) else ("in some rounds" if any(x < 20 for x in p99) else "no")
+        if not clean:
+            verdict += " (events lost or refused: see above)"
+        p(f"| {names[c]}: delivery p99 < 20 ms at half the peak | median {med(p99):.2f} ms ({', '.join(f'{x:.2f}' for x in p99)}) "
+          f"at {med([r['rps'] for r in runs]):,.0f}/s | {verdict} |")
     p("")
 else:
     p("## Growth: almost empty vs bulk-loaded database, 32 connections\n")

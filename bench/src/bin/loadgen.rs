@@ -10,6 +10,7 @@
 //! is one JSON line on stdout.
 //!
 //!   loadgen setup --url URL --apikey KEY --users N --prefix P --out FILE
+//!                 [--tokens T]
 //!   loadgen run   --url URL --scenario get|put|post|delete|login|ceiling
 //!                 --conns C --duration SECS [--rate RPS] [--users-file FILE]
 //!                 [--max-requests N] [--label TEXT]
@@ -164,7 +165,7 @@ fn read_users(path: &str) -> Result<Vec<User>> {
 }
 
 /// Signs up and logs in `n` users (8 at a time: each costs two password
-/// hashes), gives each 3 ring tokens (serials 1..3), writes
+/// hashes), gives each `--tokens` ring tokens (serials 1..T, default 3), writes
 /// `username password token` lines.
 async fn setup(args: &Args) -> Result<()> {
     let addr = authority(args.req("url")?)?;
@@ -172,6 +173,7 @@ async fn setup(args: &Args) -> Result<()> {
     let n: usize = args.num("users", 64)?;
     let prefix = args.get("prefix").unwrap_or("bench").to_string();
     let out = args.req("out")?.to_string();
+    let tokens: u64 = args.num("tokens", 3)?;
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -199,7 +201,7 @@ async fn setup(args: &Args) -> Result<()> {
                 }
                 let v: serde_json::Value = serde_json::from_slice(&b)?;
                 let token = v["token"].as_str().ok_or_else(|| anyhow!("no token in login answer"))?.to_string();
-                for serial in 1..=3 {
+                for serial in 1..=tokens {
                     let body = serde_json::json!({
                         "push_token": format!("{:0>16}{:0>16x}{:032x}", i, serial, 0xfeedu32),
                         "language": "zh", "os": "ANDROID", "push_platform": "FCM", "phone_model": "xiaomi6"
