@@ -344,6 +344,25 @@ pub struct Settings {
         default_value = "https://api.xmpush.xiaomi.com"
     )]
     pub xiaomi_url: String,
+    /// FCM: a service-account JSON file (its `project_id`, key and
+    /// `token_uri` are used); unset: rows for FCM are skipped.
+    #[arg(long, env = "PUSHTOKEN_FCM_CREDENTIALS", global = true)]
+    pub fcm_credentials: Option<PathBuf>,
+    /// FCM's base URL (`scheme://host[:port]`).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_FCM_URL",
+        global = true,
+        default_value = "https://fcm.googleapis.com"
+    )]
+    pub fcm_url: String,
+}
+
+/// FCM, configured.
+#[derive(Clone)]
+pub struct FcmSettings {
+    pub url: String,
+    pub account: crate::providers::fcm::ServiceAccount,
 }
 
 /// Xiaomi MiPush, configured.
@@ -401,6 +420,8 @@ pub struct Config {
     pub provider_ca_file: Option<PathBuf>,
     /// `None`: rows for Xiaomi are skipped.
     pub xiaomi: Option<XiaomiSettings>,
+    /// `None`: rows for FCM are skipped.
+    pub fcm: Option<FcmSettings>,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -440,6 +461,10 @@ impl fmt::Debug for Config {
             .field("metrics_refresh", &self.metrics_refresh)
             .field("provider_ca_file", &self.provider_ca_file)
             .field("xiaomi_url", &self.xiaomi.as_ref().map(|x| &x.url))
+            .field(
+                "fcm_project",
+                &self.fcm.as_ref().map(|f| &f.account.project_id),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -778,6 +803,21 @@ impl Config {
             url: xiaomi_url,
             secret,
         });
+        let fcm_url = base_url(&s.fcm_url, "PUSHTOKEN_FCM_URL", "fcm-url")?;
+        let fcm = match &s.fcm_credentials {
+            None => None,
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(FcmSettings {
+                url: fcm_url,
+                account: crate::providers::fcm::ServiceAccount::read(path).map_err(|e| {
+                    bad(
+                        "PUSHTOKEN_FCM_CREDENTIALS",
+                        "fcm-credentials",
+                        format!("{e:#}"),
+                    )
+                })?,
+            }),
+        };
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -806,6 +846,7 @@ impl Config {
             metrics_refresh,
             provider_ca_file,
             xiaomi,
+            fcm,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })

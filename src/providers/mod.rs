@@ -9,6 +9,8 @@
 //! neither the socket, nor the REST routes, nor the other services.
 
 mod client;
+pub mod fcm;
+mod oauth;
 pub mod xiaomi;
 
 use std::collections::HashMap;
@@ -397,6 +399,10 @@ fn backoff(retries: u32) -> Duration {
 pub fn configured(config: &crate::Config, store: Store) -> anyhow::Result<Providers> {
     let client = http_client(config.provider_ca_file.as_deref())?;
     let mut configured: Vec<(ProviderKind, Arc<dyn Provider>)> = Vec::new();
+    if let Some(f) = &config.fcm {
+        let fcm = fcm::Fcm::new(client.clone(), &f.url, f.account.clone())?;
+        configured.push((ProviderKind::Fcm, Arc::new(fcm)));
+    }
     if let Some(x) = &config.xiaomi {
         let xiaomi = xiaomi::Xiaomi::new(client.clone(), &x.url, x.secret.clone());
         configured.push((ProviderKind::Xiaomi, Arc::new(xiaomi)));

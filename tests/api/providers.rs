@@ -275,3 +275,190 @@ async fn over_https_the_service_is_trusted_through_the_provider_ca_file(app: Tes
     assert_eq!(tally(&reply, "xiaomi"), (0, 1, 0), "{}", reply.body);
     assert_eq!(standin.seen().len(), 1);
 }
+
+// FCM HTTP v1, with its OAuth token endpoint, both on one stand-in.
+
+const FCM_TOKEN: &str = "fcm-registration-token-0123456789";
+const PROJECT: &str = "doorbell-test";
+const FCM_KEY: &str = include_str!("fixtures/fcm-service-account-key.pem");
+const FCM_PUBLIC_KEY: &str = include_str!("fixtures/fcm-service-account-key.pub.pem");
+
+fn access_token(n: u32) -> Answer {
+    Answer::json(
+        200,
+        json!({ "access_token": format!("access-{n}"), "expires_in": 3600, "token_type": "Bearer" }),
+    )
+}
+
+/// The app with FCM pointed at `standin` (its token endpoint at `/token`),
+/// through a service-account file in `dir`.
+async fn with_fcm(app: TestApp, standin: &StandIn, dir: &std::path::Path) -> TestApp {
+    let credentials = dir.join("service-account.json");
+    let account = json!({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": "key-1",
+        "private_key": FCM_KEY, "client_email": "pushtoken@doorbell-test.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", standin.url),
+    });
+    std::fs::write(&credentials, account.to_string()).unwrap();
+    let flags = [
+        "--notify-key",
+        KEY,
+        "--fcm-credentials",
+        credentials.to_str().unwrap(),
+        "--fcm-url",
+        standin.url.as_str(),
+    ];
+    app.with_flags(&flags).await
+}
+
+async fn fcm_row(app: &TestApp, user: &TestUser, base: &str) {
+    let body = json!({
+        "push_token": "b".repeat(64), "language": "en", "os_token": FCM_TOKEN,
+        "push_platform": "FCM", "os": "ANDROID",
+    });
+    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+}
+
+#[every_backend]
+async fn an_event_reaches_an_fcm_row_as_a_data_message_with_a_service_account_token(app: TestApp) {
+    let standin = StandIn::start(Answer::json(
+        200,
+        json!({ "name": "projects/p/messages/1" }),
+    ))
+    .await;
+    standin.then(access_token(1));
+    let dir = tempfile::tempdir().unwrap();
+    let app = with_fcm(app, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    fcm_row(&app, &alice, RING).await;
+    let body = json!({ "user": "alice_1", "family": "ring", "ttl": 30,
+        "event": { "type": "1", "uid": "DEV-1", "message": "At the door", "width": 1920 } });
+    let reply = notify(&app, body).await;
+    assert_eq!(tally(&reply, "fcm"), (1, 0, 0), "{}", reply.body);
+    assert_eq!(counts(&reply), (1, 0, 0));
+
+    let seen = standin.wait_for(2).await;
+    // The token request: a JWT signed with the account's key.
+    let (token, send) = (&seen[0], &seen[1]);
+    assert_eq!(token.path, "/token");
+    assert_eq!(
+        token.field("grant_type").as_deref(),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    );
+    let assertion = token.field("assertion").unwrap();
+    let key = jsonwebtoken::DecodingKey::from_rsa_pem(FCM_PUBLIC_KEY.as_bytes()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[format!("{}/token", standin.url)]);
+    let claims = jsonwebtoken::decode::<Value>(&assertion, &key, &validation).unwrap();
+    assert_eq!(claims.header.kid.as_deref(), Some("key-1"));
+    assert_eq!(
+        claims.claims["iss"],
+        "pushtoken@doorbell-test.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        claims.claims["scope"],
+        "https://www.googleapis.com/auth/firebase.messaging"
+    );
+
+    // The send: the project's path, the access token, a data message.
+    assert_eq!(send.path, format!("/v1/projects/{PROJECT}/messages:send"));
+    assert_eq!(send.header("authorization"), Some("Bearer access-1"));
+    let message: Value = serde_json::from_slice(&send.body).unwrap();
+    let message = &message["message"];
+    assert_eq!(message["token"], FCM_TOKEN);
+    assert_eq!(
+        message["android"],
+        json!({ "priority": "high", "ttl": "30s" })
+    );
+    let data = message["data"].as_object().unwrap();
+    assert!(data.values().all(Value::is_string), "{data:?}");
+    assert_eq!(data["id"], reply.body["id"].to_string());
+    assert_eq!(
+        (&data["family"], &data["type"]),
+        (&json!("ring"), &json!("1"))
+    );
+    assert_eq!(
+        (&data["message"], &data["width"]),
+        (&json!("At the door"), &json!("1920"))
+    );
+
+    // The access token is reused; a message goes at normal priority.
+    fcm_row(&app, &alice, MESSAGE).await;
+    notify(&app, event(&alice, "message", None)).await;
+    let seen = standin.wait_for(3).await;
+    assert_eq!(seen.len(), 3, "no second token request");
+    assert_eq!(seen[2].header("authorization"), Some("Bearer access-1"));
+    let message: Value = serde_json::from_slice(&seen[2].body).unwrap();
+    assert_eq!(message["message"]["android"]["priority"], "normal");
+}
+
+#[every_backend]
+async fn fcm_fetches_a_new_access_token_once_after_a_401(app: TestApp) {
+    let standin = StandIn::start(Answer::json(200, json!({ "name": "m" }))).await;
+    standin.then(access_token(1));
+    standin.then(Answer::json(
+        401,
+        json!({ "error": { "code": 401, "status": "UNAUTHENTICATED" } }),
+    ));
+    standin.then(access_token(2));
+    let dir = tempfile::tempdir().unwrap();
+    let app = with_fcm(app, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    fcm_row(&app, &alice, RING).await;
+    let reply = notify(&app, event(&alice, "ring", None)).await;
+    assert_eq!(tally(&reply, "fcm"), (1, 0, 0), "{}", reply.body);
+    let seen = standin.wait_for(4).await;
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths[0], "/token");
+    assert_eq!(paths[2], "/token");
+    assert_eq!(seen[3].header("authorization"), Some("Bearer access-2"));
+}
+
+#[every_backend]
+async fn fcm_unregistered_and_an_invalid_token_delete_the_row(app: TestApp) {
+    let standin = StandIn::start(Answer::json(200, json!({ "name": "m" }))).await;
+    standin.then(access_token(1));
+    let dir = tempfile::tempdir().unwrap();
+    let app = with_fcm(app, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    for dead in [
+        Answer::json(
+            404,
+            json!({ "error": { "code": 404, "status": "NOT_FOUND",
+            "details": [{ "errorCode": "UNREGISTERED" }] } }),
+        ),
+        Answer::json(
+            400,
+            json!({ "error": { "code": 400, "status": "INVALID_ARGUMENT",
+            "details": [{ "fieldViolations": [{ "field": "message.token" }] }] } }),
+        ),
+    ] {
+        fcm_row(&app, &alice, RING).await;
+        standin.then(dead);
+        let reply = notify(&app, event(&alice, "ring", None)).await;
+        assert_eq!(tally(&reply, "fcm"), (0, 0, 1), "{}", reply.body);
+        assert_eq!(app.get(RING, &alice.token).await.body, json!([]));
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_fcm_credentials_file_stops_startup_with_one_line() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"project_id\": \"p\"}").unwrap();
+    for path in [dir.path().join("missing.json"), broken] {
+        let cli = pushtoken::config::Cli::try_parse_from([
+            "pushtoken",
+            "--fcm-credentials",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        let reason = pushtoken::Config::from_settings(&cli.settings)
+            .err()
+            .unwrap();
+        assert!(reason.contains("PUSHTOKEN_FCM_CREDENTIALS"), "{reason}");
+        assert!(!reason.contains('\n'), "{reason}");
+    }
+}
