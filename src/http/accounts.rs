@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 
 use crate::error::{Error, Result};
 use crate::http::extract::{authenticate, session_token, AuthUser, JsonObject, JsonObjectOrEmpty};
-use crate::http::limits::{Account, AuthRate};
+use crate::http::limits::{Account, Attempt, AuthRate};
 use crate::http::schema::{
     BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout, SessionResponse, SignUpResponse,
     Success, TooManyRequests, Unauthorized, Unavailable,
@@ -37,6 +37,23 @@ fn admit(state: &AppState) -> Result<Admitted> {
         tracing::debug!("password hashing is full; a request is refused");
         Error::Busy
     })
+}
+
+/// A password check's attempt, counted against `account` (429 when it has
+/// used its attempts up), and its place to hash (503, the attempt then not
+/// counted).
+fn attempt_to_hash<'a>(
+    state: &'a AppState,
+    account: Account<'_>,
+) -> Result<(Attempt<'a>, Admitted)> {
+    let attempt = state.limits.attempt(account)?;
+    match admit(state) {
+        Ok(hashing) => Ok((attempt, hashing)),
+        Err(busy) => {
+            attempt.withdrawn();
+            Err(busy)
+        }
+    }
 }
 
 #[utoipa::path(
@@ -102,15 +119,11 @@ async fn login(
         Some(c) => (Some(c.id), Some(c.password_hash)),
         None => (None, None),
     };
-    let attempt = state.limits.attempt(match user_id {
+    let account = match user_id {
         Some(id) => Account::Id(id),
         None => Account::Unknown(&username),
-    })?;
-    let Some(hashing) = state.passwords.admit() else {
-        attempt.withdrawn();
-        tracing::debug!("password hashing is full; a login is refused");
-        return Err(Error::Busy);
     };
+    let (attempt, hashing) = attempt_to_hash(&state, account)?;
     let verified = hashing
         .verify(password, hash)
         .await
@@ -247,11 +260,7 @@ async fn change_password(
         oldpassword,
     } = PasswordChange::parse(&body)?;
     let user_id = session.user_id;
-    let attempt = state.limits.attempt(Account::Id(user_id))?;
-    let Some(hashing) = state.passwords.admit() else {
-        attempt.withdrawn();
-        return Err(Error::Busy);
-    };
+    let (attempt, hashing) = attempt_to_hash(&state, Account::Id(user_id))?;
     let current = state.store.password_hash(user_id).await?;
     let verified = hashing
         .verify(oldpassword, current)
