@@ -356,6 +356,43 @@ pub struct Settings {
         default_value = "https://fcm.googleapis.com"
     )]
     pub fcm_url: String,
+    /// Huawei Push Kit: the app id (with its secret); unset: rows for
+    /// Huawei are skipped.
+    #[arg(long, env = "PUSHTOKEN_HUAWEI_APP_ID", global = true)]
+    pub huawei_app_id: Option<String>,
+    /// Huawei Push Kit: the app secret (with the app id).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_HUAWEI_APP_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub huawei_app_secret: Option<String>,
+    /// Push Kit's base URL (`scheme://host[:port]`).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_HUAWEI_URL",
+        global = true,
+        default_value = "https://push-api.cloud.huawei.com"
+    )]
+    pub huawei_url: String,
+    /// Push Kit's OAuth token URL (a full URL).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_HUAWEI_TOKEN_URL",
+        global = true,
+        default_value = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
+    )]
+    pub huawei_token_url: String,
+}
+
+/// Huawei Push Kit, configured.
+#[derive(Clone)]
+pub struct HuaweiSettings {
+    pub url: String,
+    pub token_url: String,
+    pub app_id: String,
+    pub secret: String,
 }
 
 /// FCM, configured.
@@ -422,6 +459,8 @@ pub struct Config {
     pub xiaomi: Option<XiaomiSettings>,
     /// `None`: rows for FCM are skipped.
     pub fcm: Option<FcmSettings>,
+    /// `None`: rows for Huawei are skipped.
+    pub huawei: Option<HuaweiSettings>,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -465,17 +504,19 @@ impl fmt::Debug for Config {
                 "fcm_project",
                 &self.fcm.as_ref().map(|f| &f.account.project_id),
             )
+            .field("huawei_app_id", &self.huawei.as_ref().map(|h| &h.app_id))
             .finish_non_exhaustive()
     }
 }
 
 /// Settings that hold secrets; each may instead be given as a file named by
 /// `<NAME>_FILE` (Docker and Kubernetes secrets).
-pub const SECRET_SETTINGS: [&str; 4] = [
+pub const SECRET_SETTINGS: [&str; 5] = [
     "PUSHTOKEN_API_KEY",
     "PUSHTOKEN_NOTIFY_KEY",
     "DATABASE_URL",
     "PUSHTOKEN_XIAOMI_APP_SECRET",
+    "PUSHTOKEN_HUAWEI_APP_SECRET",
 ];
 
 /// Reads each `<NAME>_FILE` of [`SECRET_SETTINGS`] into `<NAME>` (its
@@ -818,6 +859,40 @@ impl Config {
                 })?,
             }),
         };
+        let huawei_url = base_url(&s.huawei_url, "PUSHTOKEN_HUAWEI_URL", "huawei-url")?;
+        let huawei_token_url = s.huawei_token_url.trim().to_owned();
+        if !reqwest::Url::parse(&huawei_token_url)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        {
+            return Err(bad(
+                "PUSHTOKEN_HUAWEI_TOKEN_URL",
+                "huawei-token-url",
+                format!("{huawei_token_url:?} is not an http(s) URL"),
+            ));
+        }
+        let huawei = match (key(&s.huawei_app_id), key(&s.huawei_app_secret)) {
+            (None, None) => None,
+            (Some(app_id), Some(secret)) => Some(HuaweiSettings {
+                url: huawei_url,
+                token_url: huawei_token_url,
+                app_id,
+                secret,
+            }),
+            (Some(_), None) => {
+                return Err(bad(
+                    "PUSHTOKEN_HUAWEI_APP_SECRET",
+                    "huawei-app-secret",
+                    "PUSHTOKEN_HUAWEI_APP_ID is set without it",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "PUSHTOKEN_HUAWEI_APP_ID",
+                    "huawei-app-id",
+                    "PUSHTOKEN_HUAWEI_APP_SECRET is set without it",
+                ))
+            }
+        };
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -847,6 +922,7 @@ impl Config {
             provider_ca_file,
             xiaomi,
             fcm,
+            huawei,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })

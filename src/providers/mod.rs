@@ -10,6 +10,7 @@
 
 mod client;
 pub mod fcm;
+pub mod huawei;
 mod oauth;
 pub mod xiaomi;
 
@@ -402,6 +403,16 @@ pub fn configured(config: &crate::Config, store: Store) -> anyhow::Result<Provid
     if let Some(f) = &config.fcm {
         let fcm = fcm::Fcm::new(client.clone(), &f.url, f.account.clone())?;
         configured.push((ProviderKind::Fcm, Arc::new(fcm)));
+    }
+    if let Some(h) = &config.huawei {
+        let huawei = huawei::Huawei::new(
+            client.clone(),
+            &h.url,
+            &h.token_url,
+            h.app_id.clone(),
+            h.secret.clone(),
+        );
+        configured.push((ProviderKind::Huawei, Arc::new(huawei)));
     }
     if let Some(x) = &config.xiaomi {
         let xiaomi = xiaomi::Xiaomi::new(client.clone(), &x.url, x.secret.clone());

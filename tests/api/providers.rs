@@ -462,3 +462,122 @@ async fn an_unreadable_fcm_credentials_file_stops_startup_with_one_line() {
         assert!(!reason.contains('\n'), "{reason}");
     }
 }
+
+// Huawei Push Kit, with its OAuth token endpoint, both on one stand-in.
+
+const HUAWEI_APP: &str = "104512345";
+const HUAWEI_SECRET: &str = "huawei-app-secret-0123";
+const HUAWEI_TOKEN: &str = "huawei-push-token-0123456789";
+
+fn push_kit(code: &str, msg: &str) -> Answer {
+    Answer::json(200, json!({ "code": code, "msg": msg, "requestId": "r-1" }))
+}
+
+async fn with_huawei(app: TestApp, standin: &StandIn) -> TestApp {
+    let token_url = format!("{}/oauth2/v3/token", standin.url);
+    let flags = [
+        "--notify-key",
+        KEY,
+        "--huawei-app-id",
+        HUAWEI_APP,
+        "--huawei-app-secret",
+        HUAWEI_SECRET,
+        "--huawei-url",
+        standin.url.as_str(),
+        "--huawei-token-url",
+        token_url.as_str(),
+    ];
+    app.with_flags(&flags).await
+}
+
+async fn huawei_row(app: &TestApp, user: &TestUser, base: &str) {
+    let body = json!({
+        "push_token": "c".repeat(64), "language": "zh", "os_token": HUAWEI_TOKEN,
+        "push_platform": "HUAWEI", "os": "Huawei",
+    });
+    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+}
+
+#[every_backend]
+async fn an_event_reaches_a_huawei_row_with_a_client_credentials_token(app: TestApp) {
+    let standin = StandIn::start(push_kit("80000000", "Success")).await;
+    standin.then(access_token(1));
+    let app = with_huawei(app, &standin).await;
+    let alice = app.user("alice_1").await;
+    huawei_row(&app, &alice, RING).await;
+    let reply = notify(&app, event(&alice, "ring", Some(45))).await;
+    assert_eq!(tally(&reply, "huawei"), (1, 0, 0), "{}", reply.body);
+
+    let seen = standin.wait_for(2).await;
+    let (token, send) = (&seen[0], &seen[1]);
+    assert_eq!(token.path, "/oauth2/v3/token");
+    assert_eq!(
+        token.field("grant_type").as_deref(),
+        Some("client_credentials")
+    );
+    assert_eq!(token.field("client_id").as_deref(), Some(HUAWEI_APP));
+    assert_eq!(token.field("client_secret").as_deref(), Some(HUAWEI_SECRET));
+    assert_eq!(send.path, format!("/v1/{HUAWEI_APP}/messages:send"));
+    assert_eq!(send.header("authorization"), Some("Bearer access-1"));
+    let body: Value = serde_json::from_slice(&send.body).unwrap();
+    let message = &body["message"];
+    assert_eq!(message["token"], json!([HUAWEI_TOKEN]));
+    assert_eq!(
+        message["android"],
+        json!({ "urgency": "HIGH", "ttl": "45s" })
+    );
+    let data: Value = serde_json::from_str(message["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&data["id"], &data["family"]),
+        (&reply.body["id"], &json!("ring"))
+    );
+}
+
+#[every_backend]
+async fn push_kit_invalid_tokens_delete_the_row_and_an_expired_access_token_is_fetched_again(
+    app: TestApp,
+) {
+    let standin = StandIn::start(push_kit("80000000", "Success")).await;
+    standin.then(access_token(1));
+    let app = with_huawei(app, &standin).await;
+    let alice = app.user("alice_1").await;
+    let partly = format!(r#"{{"success":0,"failure":1,"illegal_tokens":["{HUAWEI_TOKEN}"]}}"#);
+    for dead in [
+        push_kit("80300007", "All the tokens are invalid"),
+        push_kit("80100000", &partly),
+    ] {
+        huawei_row(&app, &alice, MESSAGE).await;
+        standin.then(dead);
+        let reply = notify(&app, event(&alice, "message", None)).await;
+        assert_eq!(tally(&reply, "huawei"), (0, 0, 1), "{}", reply.body);
+        assert_eq!(app.get(MESSAGE, &alice.token).await.body, json!([]));
+    }
+    // The access token expired: one new one, then the push goes.
+    huawei_row(&app, &alice, MESSAGE).await;
+    standin.then(push_kit("80200003", "OAuth token expired"));
+    standin.then(access_token(2));
+    let reply = notify(&app, event(&alice, "message", None)).await;
+    assert_eq!(tally(&reply, "huawei"), (1, 0, 0), "{}", reply.body);
+    let seen = standin.seen();
+    assert_eq!(
+        seen.last().unwrap().header("authorization"),
+        Some("Bearer access-2")
+    );
+}
+
+#[tokio::test]
+async fn a_huawei_app_id_without_its_secret_stops_startup_with_one_line() {
+    use clap::Parser;
+    for args in [
+        &["pushtoken", "--huawei-app-id", HUAWEI_APP][..],
+        &["pushtoken", "--huawei-app-secret", HUAWEI_SECRET],
+    ] {
+        let cli = pushtoken::config::Cli::try_parse_from(args).unwrap();
+        let reason = pushtoken::Config::from_settings(&cli.settings)
+            .err()
+            .unwrap();
+        assert!(reason.contains("PUSHTOKEN_HUAWEI_APP"), "{reason}");
+        assert!(!reason.contains('\n'), "{reason}");
+    }
+}
