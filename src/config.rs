@@ -384,6 +384,32 @@ pub struct Settings {
         default_value = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
     )]
     pub huawei_token_url: String,
+    /// APNs: the team's .p8 key file (with its key id and team id); unset:
+    /// rows for APNs are skipped.
+    #[arg(long, env = "PUSHTOKEN_APNS_KEY_FILE", global = true)]
+    pub apns_key_file: Option<PathBuf>,
+    /// APNs: the .p8 key's id.
+    #[arg(long, env = "PUSHTOKEN_APNS_KEY_ID", global = true)]
+    pub apns_key_id: Option<String>,
+    /// APNs: the team id.
+    #[arg(long, env = "PUSHTOKEN_APNS_TEAM_ID", global = true)]
+    pub apns_team_id: Option<String>,
+    /// APNs' base URL for `dev` 0 (production); unset:
+    /// https://api.push.apple.com.
+    #[arg(long, env = "PUSHTOKEN_APNS_URL", global = true)]
+    pub apns_url: Option<String>,
+    /// APNs' base URL for `dev` 1 (sandbox); unset: PUSHTOKEN_APNS_URL when
+    /// that is set, else https://api.sandbox.push.apple.com.
+    #[arg(long, env = "PUSHTOKEN_APNS_SANDBOX_URL", global = true)]
+    pub apns_sandbox_url: Option<String>,
+}
+
+/// APNs, configured.
+#[derive(Clone)]
+pub struct ApnsSettings {
+    pub url: String,
+    pub sandbox_url: String,
+    pub key: crate::providers::apns::ApnsKey,
 }
 
 /// Huawei Push Kit, configured.
@@ -461,6 +487,8 @@ pub struct Config {
     pub fcm: Option<FcmSettings>,
     /// `None`: rows for Huawei are skipped.
     pub huawei: Option<HuaweiSettings>,
+    /// `None`: rows for APNs are skipped.
+    pub apns: Option<ApnsSettings>,
     /// Argon2 cost of new password hashes (memory KiB, iterations, lanes).
     pub password_cost: argon2::Params,
     /// How long in-flight requests may take to finish at shutdown.
@@ -505,6 +533,7 @@ impl fmt::Debug for Config {
                 &self.fcm.as_ref().map(|f| &f.account.project_id),
             )
             .field("huawei_app_id", &self.huawei.as_ref().map(|h| &h.app_id))
+            .field("apns_team_id", &self.apns.as_ref().map(|a| &a.key.team_id))
             .finish_non_exhaustive()
     }
 }
@@ -893,6 +922,62 @@ impl Config {
                 ))
             }
         };
+        let apns_url = match key(&s.apns_url) {
+            Some(url) => Some(base_url(&url, "PUSHTOKEN_APNS_URL", "apns-url")?),
+            None => None,
+        };
+        let apns_sandbox_url = match key(&s.apns_sandbox_url) {
+            Some(url) => Some(base_url(
+                &url,
+                "PUSHTOKEN_APNS_SANDBOX_URL",
+                "apns-sandbox-url",
+            )?),
+            None => None,
+        };
+        let apns_file = s
+            .apns_key_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        let apns = match (apns_file, key(&s.apns_key_id), key(&s.apns_team_id)) {
+            (None, None, None) => None,
+            (Some(file), Some(key_id), Some(team_id)) => {
+                let key =
+                    crate::providers::apns::ApnsKey::read(&file, key_id, team_id).map_err(|e| {
+                        bad("PUSHTOKEN_APNS_KEY_FILE", "apns-key-file", format!("{e:#}"))
+                    })?;
+                let url = apns_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.push.apple.com".to_owned());
+                let sandbox_url = apns_sandbox_url
+                    .or(apns_url)
+                    .unwrap_or_else(|| "https://api.sandbox.push.apple.com".to_owned());
+                Some(ApnsSettings {
+                    url,
+                    sandbox_url,
+                    key,
+                })
+            }
+            (file, key_id, team_id) => {
+                let missing: Vec<&str> = [
+                    ("PUSHTOKEN_APNS_KEY_FILE", file.is_none()),
+                    ("PUSHTOKEN_APNS_KEY_ID", key_id.is_none()),
+                    ("PUSHTOKEN_APNS_TEAM_ID", team_id.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, missing)| missing.then_some(name))
+                .collect();
+                return Err(bad(
+                    missing[0],
+                    &missing[0]["PUSHTOKEN_".len()..]
+                        .to_ascii_lowercase()
+                        .replace('_', "-"),
+                    format!(
+                        "APNs needs all three of its key file, key id and team id; {} missing",
+                        missing.join(" and ")
+                    ),
+                ));
+            }
+        };
         Ok(Config {
             database_url: url.to_owned(),
             listen,
@@ -923,6 +1008,7 @@ impl Config {
             xiaomi,
             fcm,
             huawei,
+            apns,
             password_cost: argon2::Params::default(),
             shutdown_grace: Duration::from_secs(30),
         })

@@ -8,6 +8,7 @@
 //! waiting and bounded concurrency: a service that is slow or down delays
 //! neither the socket, nor the REST routes, nor the other services.
 
+pub mod apns;
 mod client;
 pub mod fcm;
 pub mod huawei;
@@ -400,6 +401,10 @@ fn backoff(retries: u32) -> Duration {
 pub fn configured(config: &crate::Config, store: Store) -> anyhow::Result<Providers> {
     let client = http_client(config.provider_ca_file.as_deref())?;
     let mut configured: Vec<(ProviderKind, Arc<dyn Provider>)> = Vec::new();
+    if let Some(a) = &config.apns {
+        let apns = apns::Apns::new(client.clone(), &a.url, &a.sandbox_url, a.key.clone())?;
+        configured.push((ProviderKind::Apns, Arc::new(apns)));
+    }
     if let Some(f) = &config.fcm {
         let fcm = fcm::Fcm::new(client.clone(), &f.url, f.account.clone())?;
         configured.push((ProviderKind::Fcm, Arc::new(fcm)));

@@ -581,3 +581,183 @@ async fn a_huawei_app_id_without_its_secret_stops_startup_with_one_line() {
         assert!(!reason.contains('\n'), "{reason}");
     }
 }
+
+// APNs over HTTP/2 and TLS, against a stand-in whose CA the server trusts.
+
+const DEVICE: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// The app with APNs (a fresh .p8 key in `dir`) pointed at `standin` for
+/// both environments; the key's public half, to check the JWT.
+async fn with_apns(app: TestApp, standin: &StandIn, dir: &std::path::Path) -> (TestApp, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let p8 = dir.join("AuthKey_KEY123.p8");
+    std::fs::write(&p8, key.serialize_pem()).unwrap();
+    let ca = standin.ca_file.clone().unwrap();
+    let flags = [
+        "--notify-key",
+        KEY,
+        "--apns-key-file",
+        p8.to_str().unwrap(),
+        "--apns-key-id",
+        "KEY123",
+        "--apns-team-id",
+        "TEAM456",
+        "--apns-url",
+        standin.url.as_str(),
+        "--provider-ca-file",
+        ca.to_str().unwrap(),
+    ];
+    (app.with_flags(&flags).await, key.public_key_pem())
+}
+
+async fn iphone_row(app: &TestApp, user: &TestUser, base: &str, dev: i64) {
+    let body = json!({ "push_token": DEVICE, "language": "en", "dev": dev,
+                       "bundleid": "com.lancens.wxdoorbell" });
+    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+}
+
+#[every_backend]
+async fn a_ring_reaches_an_iphone_as_a_voip_push_over_http2_with_a_team_jwt(app: TestApp) {
+    let standin = StandIn::start_tls(Answer::json(200, json!({}))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, public_key) = with_apns(app, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    iphone_row(&app, &alice, RING, 0).await;
+    let body = json!({ "user": alice.id, "family": "ring", "ttl": 30,
+        "event": { "type": "1", "uid": "LANCENS-000123-ABCDE", "message": "Someone is at the door" } });
+    let before = pushtoken::unix_now();
+    let reply = notify(&app, body).await;
+    assert_eq!(tally(&reply, "apns"), (1, 0, 0), "{}", reply.body);
+    assert_eq!(counts(&reply), (1, 0, 0));
+
+    let push = &standin.wait_for(1).await[0];
+    assert_eq!(push.version, "HTTP/2.0");
+    assert_eq!(push.path, format!("/3/device/{DEVICE}"));
+    assert_eq!(
+        push.header("apns-topic"),
+        Some("com.lancens.wxdoorbell.voip")
+    );
+    assert_eq!(push.header("apns-push-type"), Some("voip"));
+    assert_eq!(push.header("apns-priority"), Some("10"));
+    assert_eq!(
+        push.header("apns-collapse-id"),
+        Some("LANCENS-000123-ABCDE")
+    );
+    let expiration: i64 = push.header("apns-expiration").unwrap().parse().unwrap();
+    assert!(
+        (before + 30..=before + 32).contains(&expiration),
+        "{expiration}"
+    );
+    let jwt = push
+        .header("authorization")
+        .unwrap()
+        .strip_prefix("bearer ")
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ec_pem(public_key.as_bytes()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let token = jsonwebtoken::decode::<Value>(jwt, &key, &validation).unwrap();
+    assert_eq!(token.header.kid.as_deref(), Some("KEY123"));
+    assert_eq!(token.claims["iss"], "TEAM456");
+    assert!(token.claims["iat"].as_i64().unwrap() >= before - 1);
+    let payload: Value = serde_json::from_slice(&push.body).unwrap();
+    assert_eq!(payload["aps"], json!({ "alert": "Someone is at the door" }));
+    assert_eq!(
+        (&payload["id"], &payload["family"]),
+        (&reply.body["id"], &json!("ring"))
+    );
+    assert_eq!(payload["uid"], "LANCENS-000123-ABCDE");
+}
+
+#[every_backend]
+async fn a_message_is_an_alert_push_that_keeps_the_events_own_aps(app: TestApp) {
+    let standin = StandIn::start_tls(Answer::json(200, json!({}))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = with_apns(app, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    iphone_row(&app, &alice, MESSAGE, 1).await;
+    let body = json!({ "user": alice.id, "family": "message", "ttl": 0,
+        "event": { "type": "0", "uid": "DEV-1", "alert": "Motion", "message": "other",
+                   "aps": { "sound": "default", "badge": 2 } } });
+    let reply = notify(&app, body).await;
+    assert_eq!(tally(&reply, "apns"), (1, 0, 0), "{}", reply.body);
+    let push = &standin.wait_for(1).await[0];
+    assert_eq!(push.header("apns-topic"), Some("com.lancens.wxdoorbell"));
+    assert_eq!(push.header("apns-push-type"), Some("alert"));
+    assert_eq!(push.header("apns-expiration"), Some("0"));
+    assert_eq!(push.header("apns-collapse-id"), None);
+    let payload: Value = serde_json::from_slice(&push.body).unwrap();
+    assert_eq!(
+        payload["aps"],
+        json!({ "sound": "default", "badge": 2, "alert": "Motion" })
+    );
+    assert_eq!(payload["message"], "other");
+}
+
+#[every_backend]
+async fn apns_410_and_bad_device_token_delete_the_row(app: TestApp) {
+    let standin = StandIn::start_tls(Answer::json(200, json!({}))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = with_apns(app, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    for dead in [
+        Answer::json(410, json!({ "reason": "Unregistered", "timestamp": 1 })),
+        Answer::json(400, json!({ "reason": "BadDeviceToken" })),
+    ] {
+        iphone_row(&app, &alice, RING, 0).await;
+        standin.then(dead);
+        let reply = notify(&app, event(&alice, "ring", None)).await;
+        assert_eq!(tally(&reply, "apns"), (0, 0, 1), "{}", reply.body);
+        assert_eq!(app.get(RING, &alice.token).await.body, json!([]));
+    }
+    // Another refusal keeps it.
+    iphone_row(&app, &alice, RING, 0).await;
+    standin.then(Answer::json(400, json!({ "reason": "BadTopic" })));
+    let reply = notify(&app, event(&alice, "ring", None)).await;
+    assert_eq!(tally(&reply, "apns"), (0, 1, 0), "{}", reply.body);
+    assert_eq!(
+        app.get(RING, &alice.token)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn apns_needs_its_key_file_key_id_and_team_id_together() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let p8 = dir.path().join("key.p8");
+    std::fs::write(&p8, "not a key").unwrap();
+    let p8 = p8.to_str().unwrap();
+    for (args, names) in [
+        (vec!["--apns-key-id", "K"], "PUSHTOKEN_APNS_KEY_FILE"),
+        (
+            vec!["--apns-key-file", p8, "--apns-key-id", "K"],
+            "PUSHTOKEN_APNS_TEAM_ID",
+        ),
+        (
+            vec![
+                "--apns-key-file",
+                p8,
+                "--apns-key-id",
+                "K",
+                "--apns-team-id",
+                "T",
+            ],
+            "PUSHTOKEN_APNS_KEY_FILE",
+        ),
+    ] {
+        let cli =
+            pushtoken::config::Cli::try_parse_from([&["pushtoken"][..], &args].concat()).unwrap();
+        let reason = pushtoken::Config::from_settings(&cli.settings)
+            .err()
+            .unwrap();
+        assert!(reason.contains(names), "{args:?}: {reason}");
+        assert!(!reason.contains('\n'), "{reason}");
+    }
+}

@@ -57,6 +57,8 @@ impl Answer {
 pub struct Seen {
     pub method: String,
     pub path: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
@@ -125,7 +127,9 @@ impl StandIn {
             let cert = CertificateDer::from(made.cert.der().to_vec());
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
             let config = pushtoken::server::tls_config_of(vec![cert], key).unwrap();
-            (Some(config), Some(ca_file), Some(dir))
+            let mut config = Arc::unwrap_or_clone(config);
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            (Some(Arc::new(config)), Some(ca_file), Some(dir))
         } else {
             (None, None, None)
         };
@@ -177,6 +181,7 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> Response
     shared.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
+        version: format!("{:?}", parts.version),
         headers: parts.headers,
         body,
         at: Instant::now(),
