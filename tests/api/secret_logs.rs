@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::support::api::{login_body, LOGIN, LOGOUT, MESSAGE, REFRESH, RING, SIGN_UP};
 use crate::support::every_database;
 use crate::support::server::{command, Server, ServerLog};
+use crate::support::standin::{Answer, StandIn};
 
 /// The registration key the server is configured with.
 const API_KEY_SECRET: &str = "ApiKeySecretQv83Hn27Lp95Xw";
@@ -13,6 +14,15 @@ const API_KEY_SECRET: &str = "ApiKeySecretQv83Hn27Lp95Xw";
 const WRONG_API_KEY: &str = "WrongApiKeySecretBt46Mz18Rk73";
 /// The account's password (8–16 characters).
 const PASSWORD_SECRET: &str = "PwSecret_Zq7Xk9";
+/// The operator's key for `POST /v1/api/notify`.
+const NOTIFY_KEY_SECRET: &str = "NotifyKeySecretRw52Ty81Ux36";
+/// A notify key that is not the configured one.
+const WRONG_NOTIFY_KEY: &str = "WrongNotifyKeyJk73Lm29Qa64";
+/// The push services' secrets.
+const XIAOMI_SECRET: &str = "XiaomiAppSecretVb47Nc82Md19";
+const HUAWEI_SECRET: &str = "HuaweiAppSecretZe61Xf38Gh95";
+/// The notify route.
+const NOTIFY: &str = "/v1/api/notify";
 /// The password it changes to.
 const NEW_PASSWORD_SECRET: &str = "PwNew_Wm3Rb8Tj";
 /// The password change route.
@@ -43,11 +53,17 @@ struct LoggedServer {
 impl LoggedServer {
     /// Starts the binary on `database_url` with `RUST_LOG=trace`, the given
     /// log format and registration key, keeping every line of its log.
-    async fn start(database_url: &str, log_format: &str, api_key: &str) -> LoggedServer {
+    async fn start(
+        database_url: &str,
+        log_format: &str,
+        api_key: &str,
+        extra: &[(&str, &str)],
+    ) -> LoggedServer {
         let mut cmd = command(database_url);
         cmd.env("RUST_LOG", "trace")
             .env("PUSHTOKEN_LOG_FORMAT", log_format)
-            .env("PUSHTOKEN_API_KEY", api_key);
+            .env("PUSHTOKEN_API_KEY", api_key)
+            .envs(extra.iter().copied());
         let (server, log) = Server::spawn_logged(cmd).await;
         LoggedServer { server, log }
     }
@@ -133,7 +149,29 @@ async fn drive_every_route(
     database_url: &str,
     log_format: &str,
 ) -> (Vec<(&'static str, String)>, Vec<String>) {
-    let server = LoggedServer::start(database_url, log_format, API_KEY_SECRET).await;
+    // Two push services, so that their secrets travel too.
+    let xiaomi = StandIn::start(Answer::json(200, json!({ "result": "ok", "code": 0 }))).await;
+    let huawei = StandIn::start(Answer::json(
+        200,
+        json!({ "code": "80000000", "msg": "Success" }),
+    ))
+    .await;
+    let access_token = secret("HuaweiAccessTokenEcho", 48);
+    huawei.then(Answer::json(
+        200,
+        json!({ "access_token": access_token, "expires_in": 3600 }),
+    ));
+    let huawei_token_url = format!("{}/oauth2/v3/token", huawei.url);
+    let services = [
+        ("PUSHTOKEN_NOTIFY_KEY", NOTIFY_KEY_SECRET),
+        ("PUSHTOKEN_XIAOMI_APP_SECRET", XIAOMI_SECRET),
+        ("PUSHTOKEN_XIAOMI_URL", xiaomi.url.as_str()),
+        ("PUSHTOKEN_HUAWEI_APP_ID", "104512345"),
+        ("PUSHTOKEN_HUAWEI_APP_SECRET", HUAWEI_SECRET),
+        ("PUSHTOKEN_HUAWEI_URL", huawei.url.as_str()),
+        ("PUSHTOKEN_HUAWEI_TOKEN_URL", huawei_token_url.as_str()),
+    ];
+    let server = LoggedServer::start(database_url, log_format, API_KEY_SECRET, &services).await;
     let username = format!("secret_logs_{log_format}");
     let ring_push = [secret("PushRingAlpha", 64), secret("PushRingBravo", 64)];
     let message_push = [secret("PushMsgCharlie", 64), secret("PushMsgDelta", 64)];
@@ -409,6 +447,60 @@ async fn drive_every_route(
     server
         .expect_json("POST", REFRESH, &[], refresh, (401, "invalid token"))
         .await;
+
+    // Events through the push services: rows for Xiaomi and Huawei, and a
+    // notify with the operator's key (a wrong one first).
+    let mi_regid = secret("XiaomiRegidFoxtrot", 40);
+    let hms_token = secret("HuaweiTokenGolf", 130);
+    secrets.push(("notify key", NOTIFY_KEY_SECRET.to_owned()));
+    secrets.push(("xiaomi app secret", XIAOMI_SECRET.to_owned()));
+    secrets.push(("huawei app secret", HUAWEI_SECRET.to_owned()));
+    secrets.push(("huawei access token", access_token.clone()));
+    secrets.push(("xiaomi regid", mi_regid.clone()));
+    secrets.push(("huawei token", hms_token.clone()));
+    let login = login_body(&username, PASSWORD_SECRET);
+    let body = server
+        .expect_json("POST", LOGIN, &[], login, (201, "success"))
+        .await;
+    let pusher = body["token"].as_str().expect("token").to_owned();
+    secrets.push(("session token", pusher.clone()));
+    for (serial, platform, os_token) in [(1, "XIAOMI", &mi_regid), (2, "HUAWEI", &hms_token)] {
+        let push = secret(&format!("PushService{platform}"), 64);
+        secrets.push(("push token", push.clone()));
+        let body = json!({ "push_token": push, "language": "en", "os_token": os_token,
+                           "push_platform": platform });
+        let at = format!("{MESSAGE}/{serial}");
+        server
+            .expect_json("PUT", &at, &[("token", &pusher)], body, (201, "success"))
+            .await;
+    }
+    let event = json!({ "user": username, "family": "message",
+                        "event": { "type": "0", "uid": "DEV-1" } });
+    let wrong = format!("Bearer {WRONG_NOTIFY_KEY}");
+    secrets.push(("wrong notify key", WRONG_NOTIFY_KEY.to_owned()));
+    server
+        .expect_json(
+            "POST",
+            NOTIFY,
+            &[("Authorization", &wrong)],
+            event.clone(),
+            (401, "invalid token"),
+        )
+        .await;
+    let bearer = format!("Bearer {NOTIFY_KEY_SECRET}");
+    let answer = server
+        .expect_json(
+            "POST",
+            NOTIFY,
+            &[("Authorization", &bearer)],
+            event,
+            (202, "success"),
+        )
+        .await;
+    assert_eq!(answer["providers"]["xiaomi"]["sent"], 1, "{answer}");
+    assert_eq!(answer["providers"]["huawei"]["sent"], 1, "{answer}");
+    assert_eq!(xiaomi.seen().len(), 1);
+    message_calls += 2;
 
     // A password change: a wrong current password, then the right one.
     let login = login_body(&username, PASSWORD_SECRET);
