@@ -9,6 +9,7 @@ mod accounts;
 mod binary;
 mod client_address;
 mod concurrency;
+mod docs;
 mod durability;
 mod faults;
 mod hostile;
