@@ -121,6 +121,18 @@ impl Push {
         serde_json::to_string(&*self.payload).unwrap_or_default()
     }
 
+    /// A service's words about this push, its tokens blotted out (an
+    /// answer may quote them; tokens are never logged).
+    pub fn redacted(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for token in [&self.push_token, &self.os_token] {
+            if !token.is_empty() {
+                text = text.replace(token.as_str(), "[token]");
+            }
+        }
+        text
+    }
+
     /// The event's device uid (for collapsing rings of one doorbell).
     pub fn uid(&self) -> &str {
         self.payload
@@ -323,11 +335,13 @@ impl Lane {
                 }
                 Verdict::Dead => return self.prune(push, store).await,
                 Verdict::Refused(why) => {
+                    let why = push.redacted(&why);
                     tracing::warn!(provider, user_id = push.user_id, serial = push.serial, reason = %why, "a provider refused a push");
                     count(self.kind, "failed");
                     return Outcome::Failed;
                 }
                 Verdict::Retry { after, why } => {
+                    let why = push.redacted(&why);
                     retries += 1;
                     let wait = after.unwrap_or_else(|| backoff(retries));
                     let left = push.expires_ms - unix_now_ms();
@@ -496,6 +510,31 @@ mod tests {
             );
             assert_eq!(route(&recipient), expected, "{named:?}");
         }
+    }
+
+    #[test]
+    fn a_services_words_are_logged_without_the_pushs_tokens() {
+        let push = Push {
+            payload: Arc::new(Map::new()),
+            family: Family::Ring,
+            ttl: 60,
+            expires_ms: 0,
+            user_id: 1,
+            serial: 1,
+            push_token: "a".repeat(64),
+            os_token: "regid-secret-1".into(),
+            bundleid: "com.example".into(),
+            sandbox: false,
+        };
+        let said = format!(
+            "Invalid registration_id: regid-secret-1 ({})",
+            "a".repeat(64)
+        );
+        assert_eq!(
+            push.redacted(&said),
+            "Invalid registration_id: [token] ([token])"
+        );
+        assert_eq!(push.redacted("quota exceeded"), "quota exceeded");
     }
 
     #[test]
