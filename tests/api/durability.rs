@@ -44,12 +44,16 @@ async fn survive_repeated_sigkill(database_url: &str, env: &[(&str, &str)]) {
 
     let started = Instant::now();
     for _ in 0..CRASHES {
+        // Each instance serves writes before it is killed, however slowly
+        // a loaded machine starts it.
+        served_a_write(&server).await;
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
         server.kill_hard().await;
         server = Server::start_with(database_url, env).await;
         *address.write().unwrap() = server.address.clone();
     }
     // Some writes on the last instance too, then stop.
+    served_a_write(&server).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     let mut writers = join_writers(tasks).await;
@@ -80,4 +84,22 @@ async fn survive_repeated_sigkill(database_url: &str, env: &[(&str, &str)]) {
         assert_eq!(status, 200, "the session survives: {body}");
     }
     server.stop().await;
+}
+
+/// Waits until `server` has answered a token write with success (its own
+/// request metrics say so; each instance is a process of its own).
+async fn served_a_write(server: &Server) {
+    for _ in 0..400 {
+        let (_, text) = server.call_text("GET", "/metrics", None, None).await;
+        let served = text.lines().any(|line| {
+            line.starts_with("pushtoken_http_requests_total{")
+                && line.contains("token")
+                && (line.contains("status=\"200\"") || line.contains("status=\"201\""))
+        });
+        if served {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the instance at {} served no write in 10 s", server.address);
 }
