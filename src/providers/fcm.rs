@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::oauth::{Fetched, TokenCache};
+use super::oauth::{fetch, Fetched, TokenCache};
 use super::{retry_after, Provider, Push, Verdict};
 use crate::store::Family;
 
@@ -106,31 +106,7 @@ impl Fcm {
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
         ];
-        let response = self
-            .client
-            .post(&self.account.token_uri)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the token endpoint answered HTTP {status}"));
-        }
-        #[derive(Deserialize)]
-        struct Token {
-            access_token: String,
-            #[serde(default)]
-            expires_in: Option<u64>,
-        }
-        let token: Token = response
-            .json()
-            .await
-            .map_err(|_| "the token endpoint's answer has no access_token".to_owned())?;
-        Ok(Fetched {
-            token: token.access_token,
-            expires_in: Duration::from_secs(token.expires_in.unwrap_or(3600)),
-        })
+        fetch(&self.client, &self.account.token_uri, &form).await
     }
 
     /// The message FCM is sent for `push`.

@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::oauth::{Fetched, TokenCache};
+use super::oauth::{fetch, Fetched, TokenCache};
 use super::{retry_after, Provider, Push, Verdict};
 use crate::store::Family;
 
@@ -56,31 +55,7 @@ impl Huawei {
             ("client_id", self.app_id.as_str()),
             ("client_secret", self.secret.as_str()),
         ];
-        let response = self
-            .client
-            .post(&self.token_url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("the token endpoint answered HTTP {status}"));
-        }
-        #[derive(Deserialize)]
-        struct Token {
-            access_token: String,
-            #[serde(default)]
-            expires_in: Option<u64>,
-        }
-        let token: Token = response
-            .json()
-            .await
-            .map_err(|_| "the token endpoint's answer has no access_token".to_owned())?;
-        Ok(Fetched {
-            token: token.access_token,
-            expires_in: Duration::from_secs(token.expires_in.unwrap_or(3600)),
-        })
+        fetch(&self.client, &self.token_url, &form).await
     }
 
     fn message(push: &Push) -> Value {

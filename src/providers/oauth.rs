@@ -50,3 +50,36 @@ impl TokenCache {
         }
     }
 }
+
+/// An access token from `url`, asked for with `form` (an OAuth token
+/// request: a JWT bearer assertion, or client credentials).
+pub async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> Result<Fetched, String> {
+    let response = client
+        .post(url)
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("the token endpoint answered HTTP {status}"));
+    }
+    #[derive(serde::Deserialize)]
+    struct Token {
+        access_token: String,
+        #[serde(default)]
+        expires_in: Option<u64>,
+    }
+    let token: Token = response
+        .json()
+        .await
+        .map_err(|_| "the token endpoint's answer has no access_token".to_owned())?;
+    Ok(Fetched {
+        token: token.access_token,
+        expires_in: Duration::from_secs(token.expires_in.unwrap_or(3600)),
+    })
+}
