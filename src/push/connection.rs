@@ -18,7 +18,8 @@ use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{Frame, FrameCodec, HEARTBEAT, REGISTER, TOKEN};
-use super::{Holding, Hub};
+use super::delivery::Queued;
+use super::{Holding, Hub, Out};
 use crate::store::SocketClient;
 use crate::unix_now;
 
@@ -174,8 +175,11 @@ async fn hold(
     holding: &mut Holding,
     closing: &CancellationToken,
 ) -> &'static str {
+    // Events this connection wrote lately: one handed over while a drain
+    // read it back too is written once.
+    let mut recent = Recent::default();
     // What was queued while the client was away, before anything else.
-    if drain(hub, socket, token, false).await.is_err() {
+    if drain(hub, socket, token, &mut recent, false).await.is_err() {
         return "too slow to write to";
     }
     let mut heartbeat = tokio::time::interval_at(Instant::now() + hub.heartbeat, hub.heartbeat);
@@ -199,13 +203,16 @@ async fn hold(
                 None => return "closed by the client",
             },
             () = holding.drain.notified() => {
-                if drain(hub, socket, token, true).await.is_err() {
+                if drain(hub, socket, token, &mut recent, true).await.is_err() {
                     return "too slow to write to";
                 }
             }
             out = holding.inbox.recv() => match out {
-                Some(frame) => {
-                    if send(socket, frame).await.is_err() {
+                Some(out) => {
+                    if write_handed(hub, socket, token, &mut holding.inbox, &mut recent, out)
+                        .await
+                        .is_err()
+                    {
                         return "too slow to write to";
                     }
                 }
@@ -225,7 +232,13 @@ async fn hold(
 /// Sends what is queued for `token`, then takes it off the queue; `live`
 /// when told to by a delivery (not on registering). A database failure
 /// leaves the events queued (logged); a failed write is `Err`.
-async fn drain(hub: &Hub, socket: &mut Socket, token: &str, live: bool) -> Result<(), ()> {
+async fn drain(
+    hub: &Hub,
+    socket: &mut Socket,
+    token: &str,
+    recent: &mut Recent,
+    live: bool,
+) -> Result<(), ()> {
     let now = unix_now();
     let queued = match hub.queued(token, now).await {
         Ok(queued) => queued,
@@ -237,20 +250,92 @@ async fn drain(hub: &Hub, socket: &mut Socket, token: &str, live: bool) -> Resul
     let mut sent = Vec::with_capacity(queued.len());
     let mut written = Ok(());
     for event in queued {
-        written = send(socket, event.frame).await;
+        written = write_event(socket, recent, event, live, &mut sent).await;
         if written.is_err() {
             break;
         }
-        super::delivery::delivered(&event.family, event.recorded_ms, live);
-        sent.push(event.id);
     }
-    // What was written is sent, even when a later write failed.
-    if !sent.is_empty() {
-        if let Err(e) = hub.store.unqueue_events(token, sent).await {
-            tracing::warn!(error = %e, "cannot take sent events off the queue");
-        }
-    }
+    unqueue(hub, token, sent).await;
     written
+}
+
+/// Writes `out`, handed to the connection, and whatever else its inbox
+/// holds already; then takes the events written off the queue, together.
+async fn write_handed(
+    hub: &Hub,
+    socket: &mut Socket,
+    token: &str,
+    inbox: &mut tokio::sync::mpsc::Receiver<Out>,
+    recent: &mut Recent,
+    out: Out,
+) -> Result<(), ()> {
+    let mut sent = Vec::new();
+    let mut written = Ok(());
+    let mut next = Some(out);
+    while let Some(out) = next.take() {
+        written = match out {
+            Out::Frame(frame) => send(socket, frame).await,
+            Out::Event(event) => write_event(socket, recent, event, true, &mut sent).await,
+        };
+        if written.is_err() {
+            break;
+        }
+        next = inbox.try_recv().ok();
+    }
+    unqueue(hub, token, sent).await;
+    written
+}
+
+/// Writes a queued event's frame unless this connection wrote it lately;
+/// its id joins `sent` once written.
+async fn write_event(
+    socket: &mut Socket,
+    recent: &mut Recent,
+    event: Queued,
+    live: bool,
+    sent: &mut Vec<i64>,
+) -> Result<(), ()> {
+    if recent.contains(event.id) {
+        return Ok(());
+    }
+    send(socket, event.frame).await?;
+    super::delivery::delivered(&event.family, event.recorded_ms, live);
+    recent.insert(event.id);
+    sent.push(event.id);
+    Ok(())
+}
+
+/// Takes the events `sent` off `token`'s queue: what was written is sent,
+/// even when a later write failed. A database failure is logged; the
+/// events stay queued.
+async fn unqueue(hub: &Hub, token: &str, sent: Vec<i64>) {
+    if sent.is_empty() {
+        return;
+    }
+    if let Err(e) = hub.store.unqueue_events(token, sent).await {
+        tracing::warn!(error = %e, "cannot take sent events off the queue");
+    }
+}
+
+/// The ids of the last [`Recent::KEPT`] events a connection wrote.
+#[derive(Default)]
+struct Recent(std::collections::VecDeque<i64>);
+
+impl Recent {
+    /// Enough for the events that can be handed over while a drain reads
+    /// them back: an outbox's worth, and a drain's.
+    const KEPT: usize = 2 * super::OUTBOX;
+
+    fn contains(&self, id: i64) -> bool {
+        self.0.contains(&id)
+    }
+
+    fn insert(&mut self, id: i64) {
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(id);
+    }
 }
 
 /// Writes `frame`, within [`WRITE_WITHIN`].

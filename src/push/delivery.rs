@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
-use super::{Frame, Hub, EVENT};
+use super::{Frame, Hub, Out, EVENT};
 use crate::providers::{route, Outcome, Push, Route, Tallies};
 use crate::store::{Family, NewEvent, StoreResult};
 use crate::{unix_now, unix_now_ms};
@@ -82,6 +82,11 @@ pub struct Delivery {
     pub skipped: u64,
     /// Each provider's pushes by outcome.
     pub providers: Tallies,
+}
+
+/// An event's frame payload: its JSON as a drain reads it back.
+fn payload_bytes(payload: &Map<String, Value>) -> bytes::Bytes {
+    serde_json::to_vec(payload).unwrap_or_default().into()
 }
 
 impl Hub {
@@ -167,8 +172,28 @@ impl Hub {
                 (kind, self.providers.send(kind, push))
             })
             .collect();
+        // A connection held here gets the event itself, as the frame a
+        // drain would read back; another instance's is told to drain.
+        let mut frame: Option<bytes::Bytes> = None;
         for (instance, token) in &live {
-            self.tell(instance, "drain", token).await;
+            if *instance != self.instance {
+                self.tell(instance, "drain", token).await;
+                continue;
+            }
+            let event = Queued {
+                id,
+                frame: Frame::new(
+                    EVENT,
+                    frame.get_or_insert_with(|| payload_bytes(&payload)).clone(),
+                ),
+                family: family.as_str().to_owned(),
+                recorded_ms,
+            };
+            if !self.registry.send(token, Out::Event(event)) {
+                // Its connection has just ended, or another took the
+                // token: the event stays queued for what comes next.
+                self.registry.nudge(token);
+            }
         }
         // No connection held these a moment ago: one may have registered
         // here since.

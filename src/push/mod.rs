@@ -38,6 +38,14 @@ use crate::store::{Store, StoreResult};
 /// outbox is full is too slow, and is closed.
 const OUTBOX: usize = 64;
 
+/// What a connection's outbox carries: a frame to write as it is, or an
+/// event recorded for its token a moment ago, handed over by the instance
+/// that recorded it so that the connection need not read it back.
+enum Out {
+    Frame(Frame),
+    Event(delivery::Queued),
+}
+
 /// What every connection of the push socket shares.
 #[derive(Debug)]
 pub struct Hub {
@@ -76,7 +84,7 @@ impl Hub {
     /// whether one took it. A connection whose outbox is full is too slow
     /// to keep up, and is closed.
     pub fn send(&self, token: &str, frame: Frame) -> bool {
-        self.registry.send(token, frame)
+        self.registry.send(token, Out::Frame(frame))
     }
 }
 
@@ -90,7 +98,7 @@ struct Registry {
 #[derive(Debug)]
 struct Held {
     id: u64,
-    outbox: mpsc::Sender<Frame>,
+    outbox: mpsc::Sender<Out>,
     /// Tells the connection to send what is queued for it.
     drain: Arc<Notify>,
 }
@@ -98,9 +106,9 @@ struct Held {
 /// What a connection holding a token gets.
 struct Holding {
     id: u64,
-    /// Frames handed to it; closed when another connection takes the
-    /// token.
-    inbox: mpsc::Receiver<Frame>,
+    /// Frames and events handed to it; closed when another connection
+    /// takes the token.
+    inbox: mpsc::Receiver<Out>,
     drain: Arc<Notify>,
 }
 
@@ -157,12 +165,14 @@ impl Registry {
         self.map().remove(token);
     }
 
-    fn send(&self, token: &str, frame: Frame) -> bool {
+    /// Hands `out` to the connection holding `token` here: whether one
+    /// took it.
+    fn send(&self, token: &str, out: Out) -> bool {
         let mut held = self.map();
         let Some(holder) = held.get(token) else {
             return false;
         };
-        match holder.outbox.try_send(frame) {
+        match holder.outbox.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::debug!("a push connection fell behind its outbox; closing it");

@@ -371,6 +371,72 @@ async fn a_queued_event_survives_a_restart(app: TestApp) {
     assert_eq!(next_event(&mut client).await["id"], id);
 }
 
+/// `n` events of the message family for `user`, sent at once; their ids.
+async fn burst(app: &TestApp, user: &TestUser, n: usize, ttl: i64) -> Vec<i64> {
+    let sends = (0..n).map(|i| {
+        let body = json!({ "user": user.id, "family": "message", "ttl": ttl,
+                           "event": { "type": "0", "uid": format!("DEV-{i}") } });
+        async move {
+            let reply = notify(app, body).await;
+            reply.assert_success(StatusCode::ACCEPTED);
+            reply.body["id"].as_i64().expect("an event id")
+        }
+    });
+    futures_util::future::join_all(sends).await
+}
+
+/// The ids of the next `n` event frames, then nothing more.
+async fn read_ids(client: &mut PushClient, n: usize) -> Vec<i64> {
+    let mut read = Vec::with_capacity(n);
+    for _ in 0..n {
+        read.push(next_event(client).await["id"].as_i64().expect("an id"));
+    }
+    no_event(client).await;
+    read
+}
+
+#[every_backend]
+async fn a_burst_of_events_to_a_held_connection_arrives_each_once_and_leaves_nothing_queued(
+    app: TestApp,
+) {
+    // A connection held by the instance that records an event is handed
+    // the event itself, and takes what it wrote off the queue together.
+    let app = with_key(app).await;
+    let address = app.push_socket().await;
+    let alice = app.user("alice_1").await;
+    let (mut client, _) = phone(&app, address, &alice, MESSAGE, "imei-1").await;
+    let mut sent = burst(&app, &alice, 40, 0).await;
+    let mut read = read_ids(&mut client, sent.len()).await;
+    read.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(read, sent);
+    unqueued(&app).await;
+}
+
+#[every_backend]
+async fn events_sent_while_a_phone_reconnects_arrive_once_each(app: TestApp) {
+    // Events queued while the phone was away are read back when it
+    // registers; those sent meanwhile are handed to it too. Each is
+    // written once, whichever way reaches it first.
+    let app = with_key(app).await;
+    let address = app.push_socket().await;
+    let alice = app.user("alice_1").await;
+    let (client, token) = phone(&app, address, &alice, MESSAGE, "imei-1").await;
+    hang_up(&app, client, &token).await;
+    let mut sent = burst(&app, &alice, 20, 3600).await;
+    let mut again = PushClient::connect(address).await;
+    let (_, during) = tokio::join!(
+        again.register("imei-1", None),
+        burst(&app, &alice, 20, 3600)
+    );
+    sent.extend(during);
+    let mut read = read_ids(&mut again, sent.len()).await;
+    read.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(read, sent);
+    unqueued(&app).await;
+}
+
 #[every_backend]
 async fn ttl_zero_reaches_only_connections_held_now(app: TestApp) {
     let app = with_key(app).await;
