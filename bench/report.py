@@ -7,8 +7,11 @@ Modes: main (below), growth (empty vs bulk-loaded database), push (idle
 push-socket connections' memory; notify throughput and delivery latency).
 
 Ceilings (measured in the same run):
-  - GET and login: the minimal axum JSON handler (`ceiling`) at the same
-    connection count (throughput, p99 latency, peak RSS).
+  - GET and login: the minimal axum handler serialising typed rows
+    (`ceiling`) at the same connection count (throughput, p99 latency, peak
+    RSS); the `json!` handler (`ceiling-json`) is shown beside it.
+  - PUT and POST on PostgreSQL: pgbench running the same upsert at 1, 32
+    and 256 clients (`pgbench`).
   - PUT, POST, DELETE: the raw single-connection upsert rate through sqlx on
     the same backend (`raw-upsert`, mode on-conflict = one INSERT … ON
     CONFLICT statement per commit; mode tx = the statements the server's PUT
@@ -80,13 +83,18 @@ if meta.get("mode", "main") == "main":
     p("## Ceilings\n")
     p("| ceiling | conns | req/s | p50 ms | p99 ms | peak RSS MiB |")
     p("|---|---:|---:|---:|---:|---:|")
-    for c in conns:
-        r = find(backend="ceiling", label="load", conns=c)
+    for name, label in (("ceiling", "axum handler, typed rows (the ceiling), no auth/DB"),
+                        ("ceiling-json", "axum handler, `json!` tree, no auth/DB")):
+        for c in conns:
+            r = find(backend=name, label="load", conns=c)
+            if r:
+                p(f"| {label} | {c} | {f(r['rps'])} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(mib(r), 1)} |")
+        r = find(backend=name, label="half-peak")
         if r:
-            p(f"| axum JSON handler, no auth/DB | {c} | {f(r['rps'])} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(mib(r), 1)} |")
-    r = find(backend="ceiling", label="half-peak")
-    if r:
-        p(f"| same, paced at half its peak ({f(r['target_rate'])}/s) | 32 | {f(r['rps'])} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(mib(r), 1)} |")
+            p(f"| same, paced at half its peak ({f(r['target_rate'])}/s) | 32 | {f(r['rps'])} | {f(r['p50_ms'], 3)} | {f(r['p99_ms'], 3)} | {f(mib(r), 1)} |")
+    for r in sorted((r for r in rows if r.get("label") == "pgbench"), key=lambda r: r["conns"]):
+        asked = "" if r["clients"] == r["conns"] else f" ({r['conns']} asked, capped by max_connections)"
+        p(f"| pgbench, the same upsert, {r['clients']} clients{asked} | {r['clients']} | {f(r['rps'])} | — | — | — |")
     for b in backends:
         for mode in ("on-conflict", "tx"):
             r = find(backend=b, label="raw", scenario=f"raw-upsert-{mode}")
@@ -100,8 +108,9 @@ if meta.get("mode", "main") == "main":
         raw_rps = raw and raw["rps"]
         raw_tx_rps = raw_tx and raw_tx["rps"]
         p(f"## {b}\n")
-        p("Ratios: GET and login to the HTTP ceiling at the same connection count; "
-          "PUT/POST/DELETE to the raw single-connection upsert rate (on-conflict; tx in brackets). "
+        p("Ratios: GET and login to the HTTP ceiling (typed rows) at the same connection count; "
+          "PUT/POST/DELETE to the raw single-connection upsert rate (on-conflict; tx in brackets), "
+          "and on PostgreSQL to pgbench's rate at the same client count. "
           "p99 ratio: to the HTTP ceiling's p99 at the same connection count. "
           "RSS ratio: to the ceiling's peak RSS at the same connection count.\n")
         p("| scenario | conns | req/s | ratio | p50 ms | p99 ms | p99 ratio | errors | peak RSS MiB | RSS ratio |")
@@ -112,10 +121,13 @@ if meta.get("mode", "main") == "main":
                 if not r:
                     continue
                 ceil = find(backend="ceiling", label="load", conns=c)
+                pgb = find(backend="postgres", label="pgbench", conns=c)
                 if s in ("get", "login"):
                     rat = f(ratio(r["rps"], ceil and ceil["rps"]), 3)
                 else:
                     rat = f"{f(ratio(r['rps'], raw_rps), 2)} ({f(ratio(r['rps'], raw_tx_rps), 2)})"
+                    if b == "postgres" and pgb:
+                        rat += f"; {f(ratio(r['rps'], pgb['rps']), 2)} of pgbench"
                 p(f"| {s} | {c} | {f(r['rps'])} | {rat} | {f(r['p50_ms'], 2)} | {f(r['p99_ms'], 2)} | "
                   f"{f(ratio(r['p99_ms'], ceil and ceil['p99_ms']), 1)} | {r['errors']} | {f(mib(r), 1)} | "
                   f"{f(ratio(mib(r), mib(ceil)), 1)} |")
@@ -145,7 +157,20 @@ if meta.get("mode", "main") == "main":
         c32 = find(backend="ceiling", label="load", conns=32)
         rg = ratio(g32 and g32["rps"], c32 and c32["rps"])
         if rg is not None:
-            p(f"| {b}: GET at 32 conns ≥ 0.5 × ceiling | {rg:.3f} | {'yes' if rg >= 0.5 else 'no'} |")
+            p(f"| {b}: GET at 32 conns ≥ 0.5 × the typed ceiling | {rg:.3f} | {'yes' if rg >= 0.5 else 'no'} |")
+        pgb32 = find(backend="postgres", label="pgbench", conns=32)
+        if b == "postgres" and pgb32:
+            for s in ("put", "post"):
+                w = find(backend=b, label="load", scenario=s, conns=32)
+                rw = ratio(w and w["rps"], pgb32["rps"])
+                if rw is not None:
+                    p(f"| postgres: {s.upper()} at 32 conns ≥ 0.6 × pgbench at 32 clients | {rw:.2f} ({w['rps']:,.0f} / {pgb32['rps']:,.0f}) | {'yes' if rw >= 0.6 else 'no'} |")
+        if b == "sqlite":
+            po = find(backend=b, label="load", scenario="post", conns=32)
+            pu = find(backend=b, label="load", scenario="put", conns=32)
+            rpp = ratio(po and po["rps"], pu and pu["rps"])
+            if rpp is not None:
+                p(f"| sqlite: POST at 32 conns ≥ 0.7 × PUT at 32 conns | {rpp:.2f} | {'yes' if rpp >= 0.7 else 'no'} |")
         p32 = find(backend=b, label="load", scenario="put", conns=32)
         rp = ratio(p32 and p32["rps"], raw and raw["rps"])
         if rp is not None:
