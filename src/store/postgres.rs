@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: a bounded pool shared by any number of server
 //! instances; startup waits for the database to come up. Every query is a
-//! shared one of `queries.rs`; a write of several statements runs in a
+//! shared one of `queries.rs` but PUT of a push token, one statement
+//! calling the function of migration 0007; a write of several statements runs in a
 //! transaction that is retried when it lost a race to a concurrent one (a
 //! unique violation, a deadlock, a row gone under it), so the database's
 //! constraints alone keep "one phone token, one row" and unique serials,
@@ -90,6 +91,25 @@ impl PgStore {
         self.pool.acquire().await
     }
 
+    /// [`put_row`], again (after a short random pause) when it lost a
+    /// race to a concurrent write.
+    async fn put_row(
+        &self,
+        write: &PushTokenWrite,
+        serial: i64,
+    ) -> Result<Option<Written>, sqlx::Error> {
+        let mut attempt = 1;
+        loop {
+            match put_row(&self.pool, write, serial).await {
+                Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Runs `job` on `args` in a transaction of its own, again (after a
     /// short random pause) when it lost a race to a concurrent one.
     async fn write<A, T, F>(&self, args: &A, mut job: F) -> Result<T, sqlx::Error>
@@ -117,6 +137,52 @@ impl PgStore {
             }
         }
     }
+}
+
+/// `PUT {base}/{serial}` in one statement: the function of migration 0007
+/// takes the family's advisory lock, releases the token from any other
+/// row, then updates the row at the serial or creates it, in the
+/// database. Arguments: lock key, user id, family, serial, then the fields
+/// as [`put_row`] binds them.
+const PUT_ROW: &str =
+    "SELECT * FROM pushtoken_put_row($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Runs [`PUT_ROW`] for `write` at `serial` as one statement, its own
+/// transaction: the row written, and whether it was created (`None`: no
+/// row came back).
+async fn put_row(
+    pool: &PgPool,
+    write: &PushTokenWrite,
+    serial: i64,
+) -> Result<Option<Written>, sqlx::Error> {
+    use sqlx::{FromRow, Row};
+    let input = &write.input;
+    let row = sqlx::query(PUT_ROW)
+        .bind(super::queries::lock_key(write.family, write.user_id))
+        .bind(write.user_id)
+        .bind(write.family.as_str())
+        .bind(serial)
+        .bind(input.push_token.as_str())
+        .bind(input.language.as_str())
+        .bind(input.dev)
+        .bind(input.bundleid.as_deref())
+        .bind(input.os.as_deref())
+        .bind(input.os_token.as_deref())
+        .bind(input.push_platform.as_deref())
+        .bind(input.phone_model.as_deref())
+        .bind(write.default_bundleid.as_str())
+        .bind(write.now)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored = PushTokenRow::from_row(&row)?;
+    Ok(Some(if row.try_get("created")? {
+        Written::Created(stored)
+    } else {
+        Written::Updated(stored)
+    }))
 }
 
 /// A short random pause before attempt `attempt` of a write, so writers that
@@ -257,11 +323,8 @@ impl Database for PgStore {
     }
 
     async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
-        Ok(self
-            .write(&write, |conn, write| {
-                Box::pin(Q::put_row(conn, write, serial))
-            })
-            .await?)
+        let written = self.put_row(&write, serial).await?;
+        Ok(written.ok_or(sqlx::Error::RowNotFound)?)
     }
 
     async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {

@@ -441,25 +441,6 @@ where
         }
     }
 
-    /// `PUT {base}/{serial}` (run in one transaction): the token leaves any
-    /// other row that holds it (the caller's at another serial, a move, or
-    /// another user's, a takeover), then the row at `serial` is updated, or
-    /// created.
-    pub async fn put_row(
-        conn: &mut DB::Connection,
-        write: &PushTokenWrite,
-        serial: i64,
-    ) -> Result<Written, sqlx::Error> {
-        DB::lock_family(conn, write.family, write.user_id).await?;
-        DB::release_token(conn, write, serial).await?;
-        match Self::update_row(conn, write, serial).await? {
-            Some(row) => Ok(Written::Updated(row)),
-            None => Ok(Written::Created(
-                Self::insert_row(conn, write, serial).await?,
-            )),
-        }
-    }
-
     /// Updates the row at `serial` (absent optional fields keep their
     /// stored values); `None` when there is none.
     async fn update_row(
@@ -947,6 +928,16 @@ impl Dialect for Sqlite {
     }
 }
 
+/// The advisory lock key of a user's family on PostgreSQL: `user_id * 2 +
+/// family`, distinct for every user id below 2^62.
+pub(super) fn lock_key(family: Family, user_id: i64) -> i64 {
+    let family = match family {
+        Family::Ring => 0,
+        Family::Message => 1,
+    };
+    user_id.wrapping_mul(2).wrapping_add(family)
+}
+
 impl Dialect for Postgres {
     const UPDATE_ROW: &'static str = "UPDATE";
     const INSERT_ROW: &'static str = "INSERT";
@@ -978,12 +969,8 @@ impl Dialect for Postgres {
         family: Family,
         user_id: i64,
     ) -> Result<(), sqlx::Error> {
-        let family = match family {
-            Family::Ring => 0,
-            Family::Message => 1,
-        };
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(user_id.wrapping_mul(2).wrapping_add(family))
+            .bind(lock_key(family, user_id))
             .execute(conn)
             .await?;
         Ok(())

@@ -475,8 +475,8 @@ impl Database for SqliteStore {
 /// fields keep their stored values; see [`update_row_sql`]); if there was
 /// none, it is inserted (absent optional fields take their defaults).
 /// `OR REPLACE` deletes the row that held the token before, in the same
-/// statement. (The shared `Queries::put_row`, which PostgreSQL runs, does
-/// the same as a function write, a round trip per statement.) Arguments:
+/// statement. (PostgreSQL does the same in one statement too, a function
+/// of its migration 0007, `pushtoken_put_row`.) Arguments:
 /// the token, language, dev, bundleid, os, os_token, push_platform,
 /// phone_model (`NULL` when absent), now, user id, family, serial and the
 /// default bundleid.
