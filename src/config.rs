@@ -181,6 +181,16 @@ pub struct Settings {
         default_value = "365d"
     )]
     pub session_max_age: String,
+    /// A push token not registered again (a PUT or POST of it, even one
+    /// that changes nothing) for this long is removed by a background
+    /// sweep, which runs every quarter of this, at most an hour apart.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_TOKEN_MAX_AGE",
+        global = true,
+        default_value = "270d"
+    )]
+    pub token_max_age: String,
     /// Log format: text or json (levels via RUST_LOG).
     #[arg(
         long,
@@ -455,6 +465,8 @@ pub struct Config {
     pub session_ttl: Duration,
     /// How long a password login lasts through refreshes.
     pub session_max_age: Duration,
+    /// How long a push token lives without being registered again.
+    pub token_max_age: Duration,
     pub log_format: LogFormat,
     pub body_limit: usize,
     pub pool: PoolOptions,
@@ -509,6 +521,7 @@ impl fmt::Debug for Config {
             .field("bundle_id", &self.bundle_id)
             .field("session_ttl", &self.session_ttl)
             .field("session_max_age", &self.session_max_age)
+            .field("token_max_age", &self.token_max_age)
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
             .field("pool", &self.pool)
@@ -678,6 +691,16 @@ impl Config {
                 "must be at least the session lifetime (PUSHTOKEN_SESSION_TTL)",
             ));
         }
+        let token_max_age = parse_duration(&s.token_max_age).ok_or_else(|| {
+            bad(
+                "PUSHTOKEN_TOKEN_MAX_AGE",
+                "token-max-age",
+                format!(
+                    "{:?} is not a duration like 270d or 90d (at least 1s)",
+                    s.token_max_age
+                ),
+            )
+        })?;
         let log_format = match s.log_format.trim().to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -987,6 +1010,7 @@ impl Config {
             bundle_id: s.bundle_id.clone(),
             session_ttl,
             session_max_age,
+            token_max_age,
             log_format,
             body_limit,
             pool,
@@ -1152,6 +1176,26 @@ mod tests {
         assert_eq!(default.session_max_age, Duration::from_secs(365 * 86_400));
         assert_eq!(default.hash_queue, 32);
         assert!(config_of(&["--hash-queue", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_token_max_age_is_a_positive_duration_of_270_days_by_default() {
+        let default = config_of(&[]).unwrap();
+        assert_eq!(default.token_max_age, Duration::from_secs(270 * 86_400));
+        let set = config_of(&["--token-max-age", "90d"]).unwrap();
+        assert_eq!(set.token_max_age, Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            config_of(&["--token-max-age", "4s"]).unwrap().token_max_age,
+            Duration::from_secs(4)
+        );
+        for bad in ["0", "0d", "-1d", "1w", "soon", ""] {
+            let reason = config_of(&[&format!("--token-max-age={bad}")]).unwrap_err();
+            assert!(
+                reason.starts_with("invalid PUSHTOKEN_TOKEN_MAX_AGE (--token-max-age): "),
+                "{reason}"
+            );
+            assert!(!reason.contains('\n'), "{reason}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 pub use http::{app, metrics_app, AppState};
 use secrets::Passwords;
-use store::Store;
+use store::{Family, Store};
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
@@ -147,6 +147,7 @@ pub async fn serve_state(
     let store = state.store.clone();
     let grace = state.config.shutdown_grace;
     let purge = tokio::spawn(housekeeping(state.clone()));
+    let hygiene = tokio::spawn(token_hygiene(state.clone()));
     let fold = tokio::spawn(async {
         let mut every = tokio::time::interval(http::observe::UPKEEP_EVERY);
         loop {
@@ -195,6 +196,7 @@ pub async fn serve_state(
         let _ = metrics.await;
     }
     purge.abort();
+    hygiene.abort();
     fold.abort();
     counts.abort();
     store.close().await;
@@ -239,6 +241,87 @@ pub async fn tidy(state: &AppState, now: i64) {
     }
 }
 
+/// Rows one statement of the stale-token sweep deletes at most.
+pub const STALE_TOKEN_BATCH: i64 = 256;
+
+/// The sweep's pause between two batches, in which other writes go first.
+const STALE_TOKEN_PAUSE: Duration = Duration::from_millis(20);
+
+/// How often the stale-token sweep runs for a token max age of `max_age`:
+/// every quarter of it, at most an hour apart.
+pub fn stale_token_sweep_every(max_age: Duration) -> Duration {
+    (max_age / 4).min(Duration::from_secs(3600))
+}
+
+/// [`sweep_stale_tokens`] at startup, then every quarter of the configured
+/// max age, at most an hour apart ([`stale_token_sweep_every`]).
+async fn token_hygiene(state: AppState) {
+    let every = stale_token_sweep_every(state.config.token_max_age);
+    let mut every = tokio::time::interval(every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        sweep_stale_tokens(&state, unix_now()).await;
+    }
+}
+
+/// Deletes the push tokens (of both families) that have not been registered
+/// again (a PUT or POST of the token, even one that changes nothing) for
+/// `PUSHTOKEN_TOKEN_MAX_AGE` as of `now` (unix seconds): in batches of
+/// [`STALE_TOKEN_BATCH`] rows, each a statement of its own with a short
+/// pause after it, so the sweep never holds the SQLite writer or
+/// PostgreSQL's row locks for long. Counts them in
+/// `pushtoken_stale_tokens_removed_total{family}` and logs how many (never
+/// which). How many it deleted.
+pub async fn sweep_stale_tokens(state: &AppState, now: i64) -> u64 {
+    let max_age = i64::try_from(state.config.token_max_age.as_secs()).unwrap_or(i64::MAX);
+    let before = now.saturating_sub(max_age);
+    // Rows removed, by family, over every batch.
+    let mut removed: Vec<(String, u64)> = Vec::new();
+    loop {
+        let batch = match state
+            .store
+            .delete_stale_push_tokens(before, STALE_TOKEN_BATCH)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove stale push tokens");
+                break;
+            }
+        };
+        for (family, n) in &batch {
+            http::observe::count_stale_tokens_removed(family, *n);
+            match removed.iter_mut().find(|(f, _)| f == family) {
+                Some((_, total)) => *total += n,
+                None => removed.push((family.clone(), *n)),
+            }
+        }
+        if batch.iter().map(|(_, n)| n).sum::<u64>() < STALE_TOKEN_BATCH as u64 {
+            break;
+        }
+        tokio::time::sleep(STALE_TOKEN_PAUSE).await;
+    }
+    let of = |family: Family| {
+        removed
+            .iter()
+            .find(|(f, _)| f == family.as_str())
+            .map_or(0, |(_, n)| *n)
+    };
+    let (ring, message) = (of(Family::Ring), of(Family::Message));
+    let total = ring + message;
+    if total > 0 {
+        // (Not a field `message`: that is the log line's text.)
+        tracing::info!(
+            tokens = total,
+            ring_tokens = ring,
+            message_tokens = message,
+            "removed push tokens not registered again within PUSHTOKEN_TOKEN_MAX_AGE"
+        );
+    }
+    total
+}
+
 /// Resolves on SIGTERM or ctrl-c.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     // The handlers are installed now, not when the future is first polled:
@@ -267,5 +350,38 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::stale_token_sweep_every;
+
+    #[test]
+    fn the_stale_token_sweep_runs_every_quarter_of_the_max_age_at_most_an_hour_apart() {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        assert_eq!(
+            stale_token_sweep_every(days(270)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            stale_token_sweep_every(Duration::from_secs(4 * 3600)),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            stale_token_sweep_every(Duration::from_secs(2 * 3600)),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(
+            stale_token_sweep_every(Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        // The shortest max age a setting takes, one second.
+        assert_eq!(
+            stale_token_sweep_every(Duration::from_secs(1)),
+            Duration::from_millis(250)
+        );
     }
 }

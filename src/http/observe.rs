@@ -91,6 +91,11 @@ fn recorder() -> &'static PrometheusHandle {
                     crate::providers::WAITING_GAUGE,
                     "Pushes waiting for or being handled by a provider, by provider"
                 );
+                metrics::describe_counter!(
+                    STALE_TOKENS_REMOVED,
+                    "Push tokens removed by the sweep for not being registered again within \
+                     PUSHTOKEN_TOKEN_MAX_AGE, by family"
+                );
                 metrics::describe_histogram!(
                     crate::push::DELIVERY_SECONDS,
                     metrics::Unit::Seconds,
@@ -104,6 +109,14 @@ fn recorder() -> &'static PrometheusHandle {
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
         }
     })
+}
+
+/// Push tokens the stale-token sweep removed, by family.
+pub const STALE_TOKENS_REMOVED: &str = "pushtoken_stale_tokens_removed_total";
+
+/// Counts `n` push tokens of `family` removed by the stale-token sweep.
+pub fn count_stale_tokens_removed(family: &str, n: u64) {
+    metrics::counter!(STALE_TOKENS_REMOVED, "family" => family.to_owned()).increment(n);
 }
 
 /// Installs the metrics recorder, so that what happens before the first

@@ -411,6 +411,16 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// `DELETE {base}`: how many of the caller's rows there were.
     async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64>;
 
+    /// Deletes at most `limit` push tokens last registered (created, or
+    /// stored again by a PUT or POST) at or before `before` (unix seconds):
+    /// one batch of the stale-token sweep. How many of each family
+    /// (`message`, `ring`; families with none omitted).
+    async fn delete_stale_push_tokens(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, u64)>>;
+
     /// How many push tokens each family holds (families with none omitted).
     async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>>;
 

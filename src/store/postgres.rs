@@ -346,6 +346,16 @@ impl Database for PgStore {
         Ok(Q::delete_all_push_tokens(&mut *self.conn().await?, family, user_id).await?)
     }
 
+    /// One statement on its own: it locks only the rows it deletes, for as
+    /// long as it takes to delete them.
+    async fn delete_stale_push_tokens(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        Ok(Q::delete_stale_push_tokens(&mut *self.conn().await?, before, limit).await?)
+    }
+
     async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(Q::count_push_tokens(&mut *self.conn().await?).await?)
     }

@@ -521,6 +521,39 @@ where
         Ok(DB::rows_affected(&done))
     }
 
+    /// Deletes at most `limit` push tokens last registered (created, or
+    /// stored again by a PUT or POST) at or before `before`; how many of
+    /// each family (`message`, `ring`; families with none omitted). The rows
+    /// are picked by the `updated_at` index, so a batch costs its rows, not
+    /// the table; on PostgreSQL a row a write holds right now is skipped
+    /// (see [`Dialect::LOCK_STALE`]) and left to the next sweep.
+    pub async fn delete_stale_push_tokens(
+        conn: &mut DB::Connection,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        let families: Vec<String> = sqlx::query_scalar(&format!(
+            "DELETE FROM push_tokens WHERE (user_id, family, serial) IN \
+             (SELECT user_id, family, serial FROM push_tokens WHERE updated_at <= $1 \
+              LIMIT $2 {lock}) \
+             RETURNING family",
+            lock = DB::LOCK_STALE,
+        ))
+        .bind(before)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for family in families {
+            match counts.iter_mut().find(|(f, _)| *f == family) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((family, 1)),
+            }
+        }
+        counts.sort();
+        Ok(counts)
+    }
+
     /// How many push tokens each family holds (families with none omitted).
     pub async fn count_push_tokens(
         conn: &mut DB::Connection,
@@ -874,6 +907,11 @@ pub(super) trait Dialect: sqlx::Database {
     const UPDATE_ROW: &'static str;
     /// The verb that inserts a push-token row.
     const INSERT_ROW: &'static str;
+    /// What follows the sub-select that picks the stale rows a sweep
+    /// deletes: PostgreSQL locks them as it picks them, so that a row
+    /// registered again meanwhile is judged by its new `updated_at` (and
+    /// kept), and skips a row a write holds at that moment.
+    const LOCK_STALE: &'static str;
 
     /// Frees the write's push token from every row of its family that
     /// holds it, but the caller's row at `serial`, before that row is
@@ -903,6 +941,9 @@ impl Dialect for Sqlite {
     /// foreign key refers to `push_tokens`, so nothing else is touched).
     const UPDATE_ROW: &'static str = "UPDATE OR REPLACE";
     const INSERT_ROW: &'static str = "INSERT OR REPLACE";
+    /// Nothing: the sweep is a write like any other, on the one write
+    /// connection.
+    const LOCK_STALE: &'static str = "";
 
     /// Nothing: the statement storing the row replaces the holder.
     async fn release_token(
@@ -941,6 +982,7 @@ pub(super) fn lock_key(family: Family, user_id: i64) -> i64 {
 impl Dialect for Postgres {
     const UPDATE_ROW: &'static str = "UPDATE";
     const INSERT_ROW: &'static str = "INSERT";
+    const LOCK_STALE: &'static str = "FOR UPDATE SKIP LOCKED";
 
     /// A DELETE of its own: PostgreSQL has no `OR REPLACE`.
     async fn release_token(

@@ -346,6 +346,19 @@ impl Database for SqliteStore {
             .await?)
     }
 
+    /// A write of the writer's like any other: a batch of at most `limit`
+    /// rows holds the writer no longer than a handful of PUTs would.
+    async fn delete_stale_push_tokens(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        Ok(self
+            .writer
+            .write(move |conn| Box::pin(Q::delete_stale_push_tokens(conn, before, limit)))
+            .await?)
+    }
+
     async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(Q::count_push_tokens(&mut *self.reader().await?).await?)
     }

@@ -652,23 +652,6 @@ async fn across_instances_an_event_reaches_the_connection_another_instance_holds
     assert_eq!(next_event(&mut moved).await["id"], reply.body["id"]);
 }
 
-/// The value of the metric whose line starts with `name` and holds every
-/// label of `labels`, summed over the lines that do; 0 when none does.
-async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
-    let (_, _, body) = app
-        .send_bytes(Method::GET, "/metrics", &[], Vec::new())
-        .await;
-    let text = String::from_utf8(body).unwrap();
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-                && labels.iter().all(|label| line.contains(label))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 const DELIVERIES: &str = "pushtoken_event_deliveries_total";
 
 #[every_backend]
@@ -683,9 +666,9 @@ async fn deliveries_are_counted_by_family_and_outcome_and_timed(app: TestApp) {
     let queued = [r#"family="message""#, r#"outcome="queued""#];
     let timed = "pushtoken_push_delivery_seconds_count";
     let before = (
-        metric(&app, DELIVERIES, &delivered).await,
-        metric(&app, DELIVERIES, &queued).await,
-        metric(&app, timed, &[]).await,
+        app.metric(DELIVERIES, &delivered).await,
+        app.metric(DELIVERIES, &queued).await,
+        app.metric(timed, &[]).await,
     );
     notify(&app, ring(&alice, "1", "DEV-1"))
         .await
@@ -699,9 +682,9 @@ async fn deliveries_are_counted_by_family_and_outcome_and_timed(app: TestApp) {
     let mut after = before;
     for _ in 0..100 {
         after = (
-            metric(&app, DELIVERIES, &delivered).await,
-            metric(&app, DELIVERIES, &queued).await,
-            metric(&app, timed, &[]).await,
+            app.metric(DELIVERIES, &delivered).await,
+            app.metric(DELIVERIES, &queued).await,
+            app.metric(timed, &[]).await,
         );
         if after.0 > before.0 && after.2 > before.2 {
             break;
@@ -728,7 +711,7 @@ async fn the_sweep_drops_deliveries_whose_ttl_ran_out_and_events_past_their_rete
     let (client, token) = phone(&app, address, &alice, RING, "imei-1").await;
     hang_up(&app, client, &token).await;
     let expired = [r#"family="ring""#, r#"outcome="expired""#];
-    let before = metric(&app, DELIVERIES, &expired).await;
+    let before = app.metric(DELIVERIES, &expired).await;
     let body = json!({ "user": alice.id, "family": "ring", "ttl": 60,
                        "event": { "type": "1", "uid": "DEV-1" } });
     notify(&app, body)
@@ -745,7 +728,7 @@ async fn the_sweep_drops_deliveries_whose_ttl_ran_out_and_events_past_their_rete
     assert_eq!(app.stored_text("queued_events").await.len(), 1);
     pushtoken::tidy(&app.state, now + 61).await;
     assert!(app.stored_text("queued_events").await.is_empty());
-    assert!(metric(&app, DELIVERIES, &expired).await >= before + 1.0);
+    assert!(app.metric(DELIVERIES, &expired).await >= before + 1.0);
     let mut back = PushClient::connect(address).await;
     back.register("imei-1", None).await;
     no_event(&mut back).await;

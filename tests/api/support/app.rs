@@ -253,6 +253,35 @@ impl TestApp {
             TestDb::Postgres { .. } => texts_of::<sqlx::Postgres>(&url, &sql).await,
         }
     }
+
+    /// Runs `sql`, a statement without arguments, straight on the test
+    /// database beside the server (to make rows look old, say); how many
+    /// rows it changed.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        let url = self.db.url();
+        match &*self.db {
+            TestDb::Sqlite { .. } => execute_on::<sqlx::Sqlite>(&url, sql).await,
+            TestDb::Postgres { .. } => execute_on::<sqlx::Postgres>(&url, sql).await,
+        }
+    }
+
+    /// The value of the metric whose line starts with `name` and holds
+    /// every label of `labels`, summed over the lines that do; 0 when none
+    /// does. (Metrics are process-wide: other tests may add to them.)
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (_, _, body) = self
+            .send_bytes(Method::GET, "/metrics", &[], Vec::new())
+            .await;
+        let text = String::from_utf8(body).expect("metrics are text");
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                    && labels.iter().all(|label| line.contains(label))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
 }
 
 pub struct TestUser {
@@ -316,6 +345,42 @@ where
                 .collect()
         })
         .collect()
+}
+
+/// Runs `sql` on a connection of its own to the database at `url`; how
+/// many rows it changed.
+async fn execute_on<DB: sqlx::Database>(url: &str, sql: &str) -> u64
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DB::QueryResult: RowsAffected,
+{
+    let pool = sqlx::Pool::<DB>::connect(url)
+        .await
+        .expect("connect to the test database");
+    let done = sqlx::query(sql)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+    done.rows_affected()
+}
+
+/// The rows a statement changed, whichever database ran it.
+trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
 }
 
 /// A request body that never arrives.

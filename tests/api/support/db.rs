@@ -1,16 +1,23 @@
 //! The databases tests run on: a temporary SQLite file, or a fresh
-//! PostgreSQL database on the server at `TEST_DATABASE_URL`; each is removed
-//! when the test ends.
+//! PostgreSQL database on the server at `TEST_DATABASE_URL` (or, when
+//! nothing answers there, on a throwaway server of the test process's own);
+//! each is removed when the test ends.
 
 use std::path::PathBuf;
 
 use tempfile::TempDir;
 
+use super::throwaway_postgres;
+
 /// The PostgreSQL server the tests use: `TEST_DATABASE_URL`, else the local
-/// server at 127.0.0.1:5432. Each test makes a database of its own there.
+/// server at 127.0.0.1:5432; when nothing answers there, a throwaway server
+/// started from the installed binaries (see `throwaway_postgres`). Each
+/// test makes a database of its own there. Panics with a one-line reason
+/// when there is none, so a missing server never skips tests.
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    let configured = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    throwaway_postgres::admin_url(&configured).unwrap_or_else(|why| panic!("{why}"))
 }
 
 /// Where a test's database lives; removed when the test ends.

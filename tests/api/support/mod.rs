@@ -27,6 +27,7 @@ pub mod push;
 pub mod push_tokens;
 pub mod server;
 pub mod standin;
+pub mod throwaway_postgres;
 pub mod wire;
 pub mod writers;
 
