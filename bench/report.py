@@ -4,7 +4,9 @@
 Usage: report.py results.jsonl [backend=explain.txt ...]
 
 Modes: main (below), growth (empty vs bulk-loaded database), push (idle
-push-socket connections' memory; notify throughput and delivery latency).
+push-socket connections' memory; notify throughput and delivery latency),
+providers (notify throughput and delivery latency to APNs and FCM stand-ins,
+and the connections the server opened to them).
 
 Ceilings (measured in the same run):
   - GET and login: the minimal axum handler serialising typed rows
@@ -71,6 +73,13 @@ if meta.get("mode") == "push":
       f"{meta.get('load')}; commit {meta.get('commit')}"
       + (f"; server environment `{meta['server_env']}`" if meta.get("server_env") else "")
       + (f"; PostgreSQL databases `SET {meta['pg_set']}`" if meta.get("pg_set") else ""))
+elif meta.get("mode") == "providers":
+    p(f"- providers {meta.get('providers')}: {meta.get('provider_users')} users each with one ring row, "
+      f"{meta.get('notifiers')} notifiers, {meta.get('provider_duration')} s per measurement, "
+      f"{meta.get('provider_rounds')} rounds; load generator and stand-ins in one process on "
+      f"{meta.get('loadgen_threads')} thread(s) on the same machine; load average at the start {meta.get('load')}; "
+      f"commit {meta.get('commit')}"
+      + (f"; server environment `{meta['server_env']}`" if meta.get("server_env") else ""))
 else:
     p(f"- {meta.get('duration')} s per measurement, load spread over {meta.get('users')} users, "
       f"load generator on {meta.get('loadgen_threads')} thread(s) on the same machine; commit {meta.get('commit')}")
@@ -280,6 +289,74 @@ elif meta.get("mode") == "push":
         p(f"| {names[c]}: delivery p99 < 20 ms at half the peak | median {med(p99):.2f} ms ({', '.join(f'{x:.2f}' for x in p99)}) "
           f"at {med([r['rps'] for r in runs]):,.0f}/s | {verdict} |")
     p("")
+elif meta.get("mode") == "providers":
+    med = statistics.median
+
+    def each(runs, key, fmt="{:.1f}"):
+        return ", ".join(fmt.format(r[key]) if r.get(key) is not None else "—" for r in runs)
+
+    def medof(runs, key):
+        xs = [r[key] for r in runs if r.get(key) is not None]
+        return med(xs) if xs else None
+
+    names = {"apns": "APNs", "fcm": "FCM"}
+    runs_all = [r for r in rows if r.get("scenario") == "provider-notify"]
+    pairs = []
+    for b in ("sqlite", "postgres"):
+        for prov in ("apns", "fcm"):
+            if any(r["backend"] == b and r["provider"] == prov for r in runs_all):
+                pairs.append((b, prov))
+    p("## Notify to a provider: throughput and delivery latency\n")
+    p("Delivery latency: from just before `POST /v1/api/notify` is written to when the stand-in has read the push "
+      "request carrying that event's `seq`; the answer is the notify's own 202, which waits for the provider's verdict. "
+      "Closed loop to find the peak, then paced (open loop) at half the median peak. Medians of the rounds; every round "
+      "in brackets. CPU: milliseconds of CPU per notify, of the server and of the bench process (notifiers and "
+      "stand-ins), medians.\n")
+    p("| backend | provider | run | notifies/s | pushes/s at the stand-in | delivery p50 ms | delivery p99 ms | delivery max ms | "
+      "answer p50 / p99 ms | lost | errors | CPU ms per notify, server / bench |")
+    p("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for b, prov in pairs:
+        for label, what in (("peak", "closed loop"), ("half-peak", "paced at half the peak")):
+            runs = [r for r in runs_all if r["backend"] == b and r["provider"] == prov and r["label"] == label]
+            if not runs:
+                continue
+            rate = f" ({runs[0]['target_rate']:,.0f}/s)" if label == "half-peak" else ""
+            cpu_s, cpu_b = medof(runs, "server_cpu_ms_per_notify"), medof(runs, "bench_cpu_ms_per_notify")
+            p(f"| {b} | {names[prov]} | {what}{rate}, {runs[0]['notifiers']} notifiers, {runs[0]['users']} users | "
+              f"{med([r['rps'] for r in runs]):,.0f} ({each(runs, 'rps', '{:,.0f}')}) | "
+              f"{med([r['pushes_per_sec'] for r in runs]):,.0f} | "
+              f"{med([r['p50_ms'] for r in runs]):.2f} ({each(runs, 'p50_ms', '{:.2f}')}) | "
+              f"{med([r['p99_ms'] for r in runs]):.2f} ({each(runs, 'p99_ms', '{:.2f}')}) | "
+              f"{med([r['max_ms'] for r in runs]):.1f} ({each(runs, 'max_ms', '{:.1f}')}) | "
+              f"{med([r['answer_p50_ms'] for r in runs]):.2f} / {med([r['answer_p99_ms'] for r in runs]):.2f} | "
+              f"{sum(r['lost'] for r in runs)} | "
+              f"{sum(r['errors'] + r['not_sent'] + r['duplicates'] + r['unknown'] for r in runs)} | "
+              f"{'—' if cpu_s is None else f'{cpu_s:.2f}'} / {'—' if cpu_b is None else f'{cpu_b:.2f}'} |")
+    p("")
+    p("## Connections the server opened to the stand-ins\n")
+    p("Per run: TCP connections accepted during it, and those that carried its pushes (with the pushes per such "
+      "connection and the most on one). Each run's figures in run order (closed-loop rounds, then paced).\n")
+    p("| backend | provider | opened during each run | carrying pushes in each run | pushes per carrying connection | most on one |")
+    p("|---|---|---|---|---|---|")
+    for b, prov in pairs:
+        runs = [r for r in runs_all if r["backend"] == b and r["provider"] == prov]
+        p(f"| {b} | {names[prov]} | {each(runs, 'conns_opened', '{:d}')} | {each(runs, 'conns_carrying', '{:d}')} | "
+          f"{each(runs, 'pushes_per_conn', '{:,.0f}')} | {each(runs, 'most_on_one_conn', '{:,d}')} |")
+    p("")
+    p("At the end of each provider's runs, per stand-in host (since the server started):\n")
+    p("| backend | host | connections accepted | negotiated h2 | TLS failures | most open at once | open at the end | requests | refused |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for b, prov in pairs:
+        last = [r for r in runs_all if r["backend"] == b and r["provider"] == prov][-1]
+        for host, h in last["hosts"].items():
+            p(f"| {b} | {host} | {h['opened_total']} | {h['h2_total']} | {h['tls_failures_total']} | {h['max_open']} | "
+              f"{h['open_at_end']} | {h['requests_total']:,} | {h['refused_total']} |")
+    p("")
+    loads = [r["load"] for r in runs_all if r.get("load") is not None]
+    if loads:
+        shares = ", ".join(f"{r['bench_cpu_share']:.2f}" for r in runs_all if r.get("bench_cpu_share") is not None)
+        p(f"Load average (1 min) at the end of the runs: {min(loads):.2f}–{max(loads):.2f}. "
+          f"Bench process CPU share (1.0 = one core), each run in order: {shares}.\n")
 else:
     p("## Growth: almost empty vs bulk-loaded database, 32 connections\n")
     p("Medians over the rounds (empty and large alternate); the last column lists each round's large / empty.\n")

@@ -1,6 +1,8 @@
 //! APNs over HTTP/2 with token-based authentication: an ES256 JWT signed
 //! with the team's .p8 key, renewed well within Apple's hour, on one
-//! multiplexed connection per environment (the shared client keeps it).
+//! multiplexed connection per environment (kept by an HTTP/2-only client,
+//! so that pushes sent before it is up wait for it rather than each opening
+//! one).
 //! A ring is a VoIP push to `<bundleid>.voip`, collapsed per doorbell; a
 //! message an alert push. The payload is the frame's JSON beside `aps`.
 

@@ -1,6 +1,11 @@
-//! The HTTP client every provider shares: rustls with the public roots, and
-//! the operator's CA (`PUSHTOKEN_PROVIDER_CA_FILE`) beside them; HTTP/2 where
-//! the service offers it (ALPN), one pooled connection per host.
+//! The providers' HTTP clients: rustls with the public roots, and the
+//! operator's CA (`PUSHTOKEN_PROVIDER_CA_FILE`) beside them. The shared one
+//! speaks HTTP/2 where the service offers it (ALPN); APNs's speaks HTTP/2
+//! only, which is what keeps it to one connection per environment: with the
+//! protocol left to ALPN, every push that finds no connection ready opens
+//! one of its own (a burst after startup opens one per push, and all but one
+//! are closed once the handshakes end), while with HTTP/2 known beforehand
+//! they wait for the one being opened.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +15,21 @@ use anyhow::Context;
 /// A client trusting the public roots and, when given, the CAs of
 /// `ca_file` (PEM).
 pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    builder(ca_file)?
+        .build()
+        .context("cannot build the providers' HTTP client")
+}
+
+/// The same, speaking HTTP/2 only (APNs accepts nothing else): one
+/// connection per host, however many requests are sent before it is up.
+pub fn http2_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    builder(ca_file)?
+        .http2_prior_knowledge()
+        .build()
+        .context("cannot build the providers' HTTP/2 client")
+}
+
+fn builder(ca_file: Option<&Path>) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(Duration::from_secs(10))
@@ -32,7 +52,5 @@ pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder
-        .build()
-        .context("cannot build the providers' HTTP client")
+    Ok(builder)
 }

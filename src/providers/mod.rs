@@ -411,12 +411,14 @@ fn backoff(retries: u32) -> Duration {
     floor + rand::thread_rng().gen_range(Duration::ZERO..=ceiling - floor)
 }
 
-/// The providers `config` sets up, sharing one HTTP client.
+/// The providers `config` sets up, sharing one HTTP client (APNs has an
+/// HTTP/2-only one of its own).
 pub fn configured(config: &crate::Config, store: Store) -> anyhow::Result<Providers> {
     let client = http_client(config.provider_ca_file.as_deref())?;
     let mut configured: Vec<(ProviderKind, Arc<dyn Provider>)> = Vec::new();
     if let Some(a) = &config.apns {
-        let apns = apns::Apns::new(client.clone(), &a.url, &a.sandbox_url, a.key.clone())?;
+        let client = client::http2_client(config.provider_ca_file.as_deref())?;
+        let apns = apns::Apns::new(client, &a.url, &a.sandbox_url, a.key.clone())?;
         configured.push((ProviderKind::Apns, Arc::new(apns)));
     }
     if let Some(f) = &config.fcm {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::api::{MESSAGE, RING};
 use crate::support::push::{PushClient, Read, EVENT, PROMPTLY};
-use crate::support::standin::{Answer, StandIn};
+use crate::support::standin::{Answer, Relay, StandIn};
 use crate::support::{every_backend, Reply, TestApp, TestUser};
 
 const KEY: &str = "operator-notify-key";
@@ -589,6 +589,16 @@ const DEVICE: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3
 /// The app with APNs (a fresh .p8 key in `dir`) pointed at `standin` for
 /// both environments; the key's public half, to check the JWT.
 async fn with_apns(app: TestApp, standin: &StandIn, dir: &std::path::Path) -> (TestApp, String) {
+    with_apns_at(app, &standin.url, standin, dir).await
+}
+
+/// The same, with APNs at `url` (a relay in front of `standin`).
+async fn with_apns_at(
+    app: TestApp,
+    url: &str,
+    standin: &StandIn,
+    dir: &std::path::Path,
+) -> (TestApp, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let p8 = dir.join("AuthKey_KEY123.p8");
     std::fs::write(&p8, key.serialize_pem()).unwrap();
@@ -603,7 +613,7 @@ async fn with_apns(app: TestApp, standin: &StandIn, dir: &std::path::Path) -> (T
         "--apns-team-id",
         "TEAM456",
         "--apns-url",
-        standin.url.as_str(),
+        url,
         "--provider-ca-file",
         ca.to_str().unwrap(),
     ];
@@ -669,6 +679,30 @@ async fn a_ring_reaches_an_iphone_as_a_voip_push_over_http2_with_a_team_jwt(app:
         (&reply.body["id"], &json!("ring"))
     );
     assert_eq!(payload["uid"], "LANCENS-000123-ABCDE");
+}
+
+#[every_backend]
+async fn pushes_sent_together_to_one_apns_environment_share_one_connection(app: TestApp) {
+    let standin = StandIn::start_tls(Answer::json(200, json!({}))).await;
+    // The first handshake takes half a second: every push below is on its
+    // way before it ends.
+    let relay = Relay::before(&standin, Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _) = with_apns_at(app, &relay.url, &standin, dir.path()).await;
+    let alice = app.user("alice_1").await;
+    iphone_row(&app, &alice, RING, 0).await;
+    let body = json!({ "user": alice.id, "family": "ring", "ttl": 30,
+                       "event": { "type": "1", "uid": "DEV-1", "message": "Ring" } });
+    let replies = futures_util::future::join_all((0..16).map(|_| notify(&app, body.clone()))).await;
+    for reply in &replies {
+        assert_eq!(tally(reply, "apns"), (1, 0, 0), "{}", reply.body);
+    }
+    assert_eq!(standin.seen().len(), 16);
+    assert_eq!(
+        relay.connections(),
+        1,
+        "one HTTP/2 connection for the environment, not one per push"
+    );
 }
 
 #[every_backend]

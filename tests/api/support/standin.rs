@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// What a stand-in answers one request.
@@ -205,5 +206,46 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> Response
             response
         }
         Some(Answer::Hang) | None => std::future::pending().await,
+    }
+}
+
+/// A TCP relay in front of a stand-in: it counts the connections made to it
+/// and holds each one back for `delay` before reaching the stand-in (a slow
+/// handshake, so that requests sent together find no connection ready).
+pub struct Relay {
+    /// The stand-in's scheme, the relay's address.
+    pub url: String,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    pub async fn before(standin: &StandIn, delay: Duration) -> Self {
+        let (scheme, target) = standin.url.split_once("://").unwrap();
+        let target = target.to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay {
+            url: format!("{scheme}://{address}"),
+            accepted,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
