@@ -29,7 +29,11 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    // An export reads each table in one statement and an import stores a
+    // thousand records in one: sqlx's warnings of statements slower than a
+    // second would be noise there.
+    let whole_tables = matches!(cli.command, Some(Command::Export | Command::Import));
+    init_logging(config.log_format, whole_tables);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,8 +54,13 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, quiet_slow_statements: bool) {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if quiet_slow_statements {
+        if let Ok(directive) = "sqlx::query=error".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
