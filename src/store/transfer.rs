@@ -524,10 +524,11 @@ where
                 .execute(&mut *conn)
                 .await?;
         }
-        let secrets = Kind::named(SECRET).expect("the secret kind is listed");
-        sqlx::query(&format!("DELETE FROM {}", secrets.table))
-            .execute(&mut *conn)
-            .await?;
+        for secrets in KINDS.iter().filter(|k| k.name == SECRET) {
+            sqlx::query(&format!("DELETE FROM {}", secrets.table))
+                .execute(&mut *conn)
+                .await?;
+        }
         Self::refuse_records(conn).await?;
 
         let mut lines = Lines::new(input);
@@ -611,9 +612,10 @@ where
             };
         }
         query.execute(&mut *conn).await.with_context(|| {
-            let lines = match batch.first_line == batch.last_line {
-                true => format!("line {}", batch.first_line),
-                false => format!("lines {}-{}", batch.first_line, batch.last_line),
+            let lines = if batch.first_line == batch.last_line {
+                format!("line {}", batch.first_line)
+            } else {
+                format!("lines {}-{}", batch.first_line, batch.last_line)
             };
             format!("{lines}: cannot store the {} records", kind.name)
         })?;
