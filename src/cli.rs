@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `user add|list|passwd|revoke|delete`,
-//! `notify`, `openapi`.
+//! `notify`, `export`, `import`, `stats`, `openapi`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{load_secret_files, Cli, Command, Config, LogFormat, UserCommand};
 use crate::model::{check_password, check_username};
 use crate::secrets::hash_blocking;
-use crate::store::{NewUser, Store};
+use crate::store::{missing_sqlite_file, NewUser, Stats, Store};
 use crate::{open_store, serve, shutdown_signal, unix_now};
 
 /// Runs the command line and returns the process exit code.
@@ -29,7 +29,11 @@ pub fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    // An export reads each table in one statement and an import stores a
+    // thousand records in one: sqlx's warnings of statements slower than a
+    // second would be noise there.
+    let whole_tables = matches!(cli.command, Some(Command::Export | Command::Import));
+    init_logging(config.log_format, whole_tables);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,14 +47,20 @@ pub fn run() -> ExitCode {
     match runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pushtoken: {e:#}");
+            // One line, whatever the causes' texts hold.
+            eprintln!("pushtoken: {}", format!("{e:#}").replace(['\r', '\n'], " "));
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, quiet_slow_statements: bool) {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if quiet_slow_statements {
+        if let Ok(directive) = "sqlx::query=error".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -146,6 +156,36 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             anyhow::ensure!(status.is_success(), "the server answered {status}");
             Ok(())
         }
+        Command::Export => {
+            let store = open_existing_store(&config).await?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+            let exported = store.export(&mut out).await;
+            store.close().await;
+            let records = exported?;
+            tracing::info!(records, "exported");
+            Ok(())
+        }
+        Command::Import => {
+            let store = open_store(&config).await?;
+            let mut input = tokio::io::BufReader::with_capacity(1 << 16, tokio::io::stdin());
+            let imported = store.import(&mut input).await;
+            store.close().await;
+            let imported = imported.context("import refused, nothing written")?;
+            println!("imported {} records: {imported}", imported.total());
+            Ok(())
+        }
+        Command::Stats { json } => {
+            let store = open_existing_store(&config).await?;
+            let stats = store.stats(unix_now()).await;
+            store.close().await;
+            let stats = stats?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                print!("{}", stats_table(&stats));
+            }
+            Ok(())
+        }
         Command::User(UserCommand::List) => {
             let store = open_store(&config).await?;
             let users = store.list_users().await;
@@ -167,6 +207,63 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Opens the configured database to read it: a SQLite file that is not
+/// there is an error, not a new empty database.
+async fn open_existing_store(config: &Config) -> anyhow::Result<Store> {
+    if let Some(path) = missing_sqlite_file(&config.database_url) {
+        anyhow::bail!("no database at {} (see DATABASE_URL)", path.display());
+    }
+    open_store(config).await
+}
+
+/// `pushtoken stats` for people: the counts, then the push tokens of each
+/// family by platform.
+fn stats_table(stats: &Stats) -> String {
+    use std::fmt::Write;
+    let mut table = String::new();
+    for (what, count) in [
+        ("users", stats.users),
+        ("live sessions", stats.sessions),
+        ("socket clients", stats.socket_clients),
+        ("events", stats.events),
+    ] {
+        let _ = writeln!(table, "{what:<16}{count:>12}");
+    }
+    let (ring, message) = (&stats.tokens.ring, &stats.tokens.message);
+    let _ = writeln!(
+        table,
+        "\n{:<16}{:>12}{:>12}",
+        "push tokens", "ring", "message"
+    );
+    let _ = writeln!(
+        table,
+        "{:<16}{:>12}{:>12}",
+        "  all", ring.total, message.total
+    );
+    let platforms: std::collections::BTreeSet<&String> = ring
+        .platforms
+        .keys()
+        .chain(message.platforms.keys())
+        .collect();
+    for platform in platforms {
+        let count = |family: &crate::store::FamilyStats| {
+            family.platforms.get(platform).copied().unwrap_or(0)
+        };
+        let name = if platform.is_empty() {
+            "(none)"
+        } else {
+            platform.as_str()
+        };
+        let _ = writeln!(
+            table,
+            "  {name:<14}{:>12}{:>12}",
+            count(ring),
+            count(message)
+        );
+    }
+    table
 }
 
 /// A new hash of `password`, at the configured cost.

@@ -41,6 +41,20 @@ pub enum Command {
     /// `POST /v1/api/notify` (with PUSHTOKEN_NOTIFY_KEY), and print its
     /// answer.
     Notify(NotifyArgs),
+    /// Write the whole database to standard output as JSON Lines: users
+    /// with their password hashes, sessions, push tokens, push-socket
+    /// clients, events and the server secret (keep it as a secret).
+    Export,
+    /// Load an export from standard input into an empty database (SQLite or
+    /// PostgreSQL), in one transaction: all of it or nothing.
+    Import,
+    /// Count users, live sessions, push tokens by family and platform,
+    /// push-socket clients and events.
+    Stats {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `pushtoken notify`.

@@ -7,6 +7,7 @@ mod postgres;
 mod queries;
 mod readers;
 mod sqlite;
+mod transfer;
 mod writer;
 
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{missing_sqlite_file, SqliteStore};
+pub use transfer::{Imported, HEADER as EXPORT_HEADER};
 
 /// A storage failure as the HTTP layer needs to know it.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +256,41 @@ pub enum Written {
     Updated(PushTokenRow),
 }
 
+/// What the database holds, as `pushtoken stats` shows it.
+#[derive(Serialize, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub users: i64,
+    /// Sessions that have not expired.
+    pub sessions: i64,
+    pub tokens: TokenStats,
+    pub socket_clients: i64,
+    pub events: i64,
+}
+
+/// The push tokens of each family.
+#[derive(Serialize, Debug, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    pub ring: FamilyStats,
+    pub message: FamilyStats,
+}
+
+impl TokenStats {
+    pub fn family_mut(&mut self, family: Family) -> &mut FamilyStats {
+        match family {
+            Family::Ring => &mut self.ring,
+            Family::Message => &mut self.message,
+        }
+    }
+}
+
+/// The push tokens of one family: how many, and how many of each
+/// `push_platform` (as stored).
+#[derive(Serialize, Debug, Default, PartialEq, Eq)]
+pub struct FamilyStats {
+    pub total: i64,
+    pub platforms: std::collections::BTreeMap<String, i64>,
+}
+
 /// Pool settings common to the backends.
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
@@ -426,6 +463,23 @@ pub trait Database: Send + Sync + std::fmt::Debug {
 
     /// How many sessions have not expired.
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64>;
+
+    /// How many users, live sessions (as of `now`), push tokens (by family
+    /// and platform), push-socket clients and events there are.
+    async fn stats(&self, now: i64) -> StoreResult<Stats>;
+
+    /// Writes every stored record to `out` in the export format
+    /// (`transfer.rs`), all from one snapshot; how many records.
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<u64>;
+
+    /// Stores the export read from `input`, in one transaction: refused,
+    /// with nothing written, when the database holds records already (a
+    /// secret made by a first start aside, which the export's replaces) or
+    /// when any line of the input is not a record of the format.
+    async fn import(
+        &self,
+        input: &mut (dyn tokio::io::AsyncBufRead + Send + Unpin),
+    ) -> anyhow::Result<Imported>;
 
     /// The server's secret `name`: the stored one, else `candidate`, stored
     /// now (the first instance to store one wins; every instance then uses

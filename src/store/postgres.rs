@@ -18,10 +18,11 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::queries::Queries;
+use super::transfer::{Imported, Transfer};
 use super::{
     Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
     PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient,
-    Rotation, SessionUser, SocketClient, StoreError, StoreResult, UserSummary, Written,
+    Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult, UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -47,7 +48,12 @@ impl PgStore {
     /// Connects, retrying with backoff for up to `options.startup_timeout`
     /// while the server is not reachable yet (compose start order).
     pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
-        let connect = PgConnectOptions::from_str(url)?.application_name("pushtoken");
+        // Notices (such as "relation already exists, skipping" each time
+        // the migrations run) would be log lines at info level, even in the
+        // one-line answer of a command.
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("pushtoken")
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -362,6 +368,36 @@ impl Database for PgStore {
 
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
         Ok(Q::count_active_sessions(&mut *self.conn().await?, now).await?)
+    }
+
+    async fn stats(&self, now: i64) -> StoreResult<Stats> {
+        Ok(Q::stats(&mut *self.conn().await?, now).await?)
+    }
+
+    /// In a read-only repeatable-read transaction: one snapshot, while
+    /// servers (if any run) write on beside it.
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let records = Transfer::<Postgres>::export(&mut *tx, out).await;
+        tx.rollback().await?;
+        records
+    }
+
+    async fn import(
+        &self,
+        input: &mut (dyn tokio::io::AsyncBufRead + Send + Unpin),
+    ) -> anyhow::Result<Imported> {
+        let mut tx = self.pool.begin().await?;
+        match Transfer::<Postgres>::import(&mut *tx, input).await {
+            Ok(imported) => {
+                tx.commit().await?;
+                Ok(imported)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 
     async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {

@@ -22,7 +22,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgr
 use super::{
     Credentials, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser, PurgedEvents,
     PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient,
-    UserSummary, Written,
+    Stats, UserSummary, Written,
 };
 
 /// Queue rows taken off in one statement (SQLite allows 32,766 arguments).
@@ -572,6 +572,37 @@ where
             .bind(now)
             .fetch_one(conn)
             .await
+    }
+
+    /// The counts of `pushtoken stats`, each a query of its own.
+    pub async fn stats(conn: &mut DB::Connection, now: i64) -> Result<Stats, sqlx::Error> {
+        let mut stats = Stats {
+            users: Self::count_rows(&mut *conn, "SELECT COUNT(*) FROM users").await?,
+            sessions: Self::count_active_sessions(&mut *conn, now).await?,
+            socket_clients: Self::count_rows(&mut *conn, "SELECT COUNT(*) FROM socket_clients")
+                .await?,
+            events: Self::count_rows(&mut *conn, "SELECT COUNT(*) FROM events").await?,
+            ..Stats::default()
+        };
+        let platforms: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT family, push_platform, COUNT(*) FROM push_tokens \
+             GROUP BY family, push_platform",
+        )
+        .fetch_all(conn)
+        .await?;
+        for (family, platform, count) in platforms {
+            let Some(family) = Family::ALL.into_iter().find(|f| f.as_str() == family) else {
+                continue;
+            };
+            let tokens = stats.tokens.family_mut(family);
+            tokens.total += count;
+            tokens.platforms.insert(platform, count);
+        }
+        Ok(stats)
+    }
+
+    async fn count_rows(conn: &mut DB::Connection, sql: &'static str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(sql).fetch_one(conn).await
     }
 
     /// The secret `name`, stored as `candidate` unless one is stored.

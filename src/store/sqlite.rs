@@ -12,15 +12,17 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Arguments, ConnectOptions, FromRow, Sqlite, SqliteConnection};
+use sqlx::{Arguments, ConnectOptions, Connection, FromRow, Sqlite, SqliteConnection};
 
 use super::queries::{update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS};
 use super::readers::{Reader, Readers};
+use super::transfer::{Imported, Transfer};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
-    PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient,
-    Rotation, SessionUser, SocketClient, StoreError, StoreResult, UserSummary, Written,
+    Backend, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession,
+    NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent,
+    Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult, UserSummary,
+    Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -87,6 +89,20 @@ impl SqliteStore {
     async fn reader(&self) -> Result<Reader, sqlx::Error> {
         self.readers.acquire().await
     }
+}
+
+/// The file a `sqlite:` URL names, if it does not exist: `None` when it
+/// does, for a database in memory, and for another kind of URL.
+pub fn missing_sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if Backend::of_url(url) != Some(Backend::Sqlite) {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    if in_memory(&options) || path.as_os_str() == ":memory:" || path.exists() {
+        return None;
+    }
+    Some(path.to_path_buf())
 }
 
 /// Whether `options` name a database in memory, which has no file.
@@ -365,6 +381,41 @@ impl Database for SqliteStore {
 
     async fn count_active_sessions(&self, now: i64) -> StoreResult<i64> {
         Ok(Q::count_active_sessions(&mut *self.reader().await?, now).await?)
+    }
+
+    async fn stats(&self, now: i64) -> StoreResult<Stats> {
+        Ok(Q::stats(&mut *self.reader().await?, now).await?)
+    }
+
+    /// On a read connection, in a read transaction: one snapshot of the
+    /// file, while the server's writes (if it runs) go on beside it.
+    async fn export(&self, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<u64> {
+        let mut conn = self.reader().await?;
+        let mut tx = conn.begin().await?;
+        let records = Transfer::<Sqlite>::export(&mut *tx, out).await;
+        tx.rollback().await?;
+        records
+    }
+
+    /// On a read connection too: the writer's batches are for the
+    /// server's small writes, and nothing else writes meanwhile (the
+    /// import's first statement takes the write lock).
+    async fn import(
+        &self,
+        input: &mut (dyn tokio::io::AsyncBufRead + Send + Unpin),
+    ) -> anyhow::Result<Imported> {
+        let mut conn = self.reader().await?;
+        let mut tx = conn.begin().await?;
+        match Transfer::<Sqlite>::import(&mut *tx, input).await {
+            Ok(imported) => {
+                tx.commit().await?;
+                Ok(imported)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 
     async fn server_secret(&self, name: &str, candidate: &str, now: i64) -> StoreResult<String> {

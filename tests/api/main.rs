@@ -25,3 +25,4 @@ mod push_tokens;
 mod request_log;
 mod secret_logs;
 mod tls;
+mod transfer;
