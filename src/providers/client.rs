@@ -1,7 +1,7 @@
 //! The providers' HTTP clients: rustls with the public roots, and the
 //! operator's CA (`PUSHTOKEN_PROVIDER_CA_FILE`) beside them. The shared one
-//! speaks HTTP/2 where the service offers it (ALPN); APNs's speaks HTTP/2
-//! only, which is what keeps it to one connection per environment: with the
+//! speaks HTTP/2 where the service offers it (ALPN); APNs's (and FCM's
+//! for its messages, over HTTPS) speaks HTTP/2 only, which is what keeps it to one connection per environment: with the
 //! protocol left to ALPN, every push that finds no connection ready opens
 //! one of its own (a burst after startup opens one per push, and all but one
 //! are closed once the handshakes end), while with HTTP/2 known beforehand
@@ -20,8 +20,9 @@ pub fn http_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         .context("cannot build the providers' HTTP client")
 }
 
-/// The same, speaking HTTP/2 only (APNs accepts nothing else): one
-/// connection per host, however many requests are sent before it is up.
+/// The same, speaking HTTP/2 only (APNs accepts nothing else; FCM serves
+/// it): one connection per host, however many requests are sent before it
+/// is up.
 pub fn http2_client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
     builder(ca_file)?
         .http2_prior_knowledge()

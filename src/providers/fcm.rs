@@ -55,7 +55,12 @@ impl ServiceAccount {
 }
 
 pub struct Fcm {
+    /// For the access token.
     client: reqwest::Client,
+    /// For the messages: HTTP/2 only when the service is HTTPS (as FCM
+    /// is), so that pushes sent before its connection is up wait for that
+    /// one connection instead of each opening its own.
+    sender: reqwest::Client,
     /// `scheme://host[:port]`.
     base: String,
     account: ServiceAccount,
@@ -66,6 +71,7 @@ pub struct Fcm {
 impl Fcm {
     pub fn new(
         client: reqwest::Client,
+        sender: reqwest::Client,
         base: &str,
         account: ServiceAccount,
     ) -> anyhow::Result<Self> {
@@ -73,6 +79,7 @@ impl Fcm {
             .context("the service account's private_key is not an RSA PEM key")?;
         Ok(Fcm {
             client,
+            sender,
             base: base.trim_end_matches('/').to_owned(),
             account,
             key,
@@ -144,7 +151,7 @@ impl Fcm {
             "{}/v1/projects/{}/messages:send",
             self.base, self.account.project_id
         );
-        self.client
+        self.sender
             .post(url)
             .bearer_auth(token)
             .json(message)

@@ -411,8 +411,9 @@ fn backoff(retries: u32) -> Duration {
     floor + rand::thread_rng().gen_range(Duration::ZERO..=ceiling - floor)
 }
 
-/// The providers `config` sets up, sharing one HTTP client (APNs has an
-/// HTTP/2-only one of its own).
+/// The providers `config` sets up, sharing one HTTP client (APNs, and
+/// FCM's messages when its URL is HTTPS, have HTTP/2-only ones of their
+/// own).
 pub fn configured(config: &crate::Config, store: Store) -> anyhow::Result<Providers> {
     let client = http_client(config.provider_ca_file.as_deref())?;
     let mut configured: Vec<(ProviderKind, Arc<dyn Provider>)> = Vec::new();
@@ -422,7 +423,12 @@ pub fn configured(config: &crate::Config, store: Store) -> anyhow::Result<Provid
         configured.push((ProviderKind::Apns, Arc::new(apns)));
     }
     if let Some(f) = &config.fcm {
-        let fcm = fcm::Fcm::new(client.clone(), &f.url, f.account.clone())?;
+        let sender = if f.url.starts_with("https://") {
+            client::http2_client(config.provider_ca_file.as_deref())?
+        } else {
+            client.clone()
+        };
+        let fcm = fcm::Fcm::new(client.clone(), sender, &f.url, f.account.clone())?;
         configured.push((ProviderKind::Fcm, Arc::new(fcm)));
     }
     if let Some(h) = &config.huawei {

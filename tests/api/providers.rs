@@ -706,6 +706,53 @@ async fn pushes_sent_together_to_one_apns_environment_share_one_connection(app: 
 }
 
 #[every_backend]
+async fn pushes_sent_together_to_fcm_over_https_share_one_connection(app: TestApp) {
+    let fcm = StandIn::start_tls(Answer::json(
+        200,
+        json!({ "name": "projects/p/messages/1" }),
+    ))
+    .await;
+    // The first handshake takes half a second: every push below is on its
+    // way before it ends.
+    let relay = Relay::before(&fcm, Duration::from_millis(500)).await;
+    let oauth = StandIn::start(access_token(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("service-account.json");
+    let account = json!({
+        "type": "service_account", "project_id": PROJECT, "private_key_id": "key-1",
+        "private_key": FCM_KEY, "client_email": "pushtoken@doorbell-test.iam.gserviceaccount.com",
+        "token_uri": format!("{}/token", oauth.url),
+    });
+    std::fs::write(&credentials, account.to_string()).unwrap();
+    let ca = fcm.ca_file.clone().unwrap();
+    let flags = [
+        "--notify-key",
+        KEY,
+        "--fcm-credentials",
+        credentials.to_str().unwrap(),
+        "--fcm-url",
+        relay.url.as_str(),
+        "--provider-ca-file",
+        ca.to_str().unwrap(),
+    ];
+    let app = app.with_flags(&flags).await;
+    let alice = app.user("alice_1").await;
+    fcm_row(&app, &alice, RING).await;
+    let body = json!({ "user": alice.id, "family": "ring", "ttl": 30,
+                       "event": { "type": "1", "uid": "DEV-1", "message": "Ring" } });
+    let replies = futures_util::future::join_all((0..16).map(|_| notify(&app, body.clone()))).await;
+    for reply in &replies {
+        assert_eq!(tally(reply, "fcm"), (1, 0, 0), "{}", reply.body);
+    }
+    assert_eq!(fcm.seen().len(), 16);
+    assert_eq!(
+        relay.connections(),
+        1,
+        "one HTTP/2 connection to FCM, not one per push"
+    );
+}
+
+#[every_backend]
 async fn a_message_is_an_alert_push_that_keeps_the_events_own_aps(app: TestApp) {
     let standin = StandIn::start_tls(Answer::json(200, json!({}))).await;
     let dir = tempfile::tempdir().unwrap();
