@@ -293,21 +293,36 @@ fn access_token(n: u32) -> Answer {
 /// The app with FCM pointed at `standin` (its token endpoint at `/token`),
 /// through a service-account file in `dir`.
 async fn with_fcm(app: TestApp, standin: &StandIn, dir: &std::path::Path) -> TestApp {
+    with_fcm_at(app, &standin.url, &standin.url, None, dir).await
+}
+
+/// FCM at `url`, its access tokens from `token_url`, the CA of `ca` (PEM)
+/// trusted.
+async fn with_fcm_at(
+    app: TestApp,
+    url: &str,
+    token_url: &str,
+    ca: Option<&std::path::Path>,
+    dir: &std::path::Path,
+) -> TestApp {
     let credentials = dir.join("service-account.json");
     let account = json!({
         "type": "service_account", "project_id": PROJECT, "private_key_id": "key-1",
         "private_key": FCM_KEY, "client_email": "pushtoken@doorbell-test.iam.gserviceaccount.com",
-        "token_uri": format!("{}/token", standin.url),
+        "token_uri": format!("{token_url}/token"),
     });
     std::fs::write(&credentials, account.to_string()).unwrap();
-    let flags = [
+    let mut flags = vec![
         "--notify-key",
         KEY,
         "--fcm-credentials",
         credentials.to_str().unwrap(),
         "--fcm-url",
-        standin.url.as_str(),
+        url,
     ];
+    if let Some(ca) = ca {
+        flags.extend(["--provider-ca-file", ca.to_str().unwrap()]);
+    }
     app.with_flags(&flags).await
 }
 
@@ -691,17 +706,29 @@ async fn pushes_sent_together_to_one_apns_environment_share_one_connection(app: 
     let (app, _) = with_apns_at(app, &relay.url, &standin, dir.path()).await;
     let alice = app.user("alice_1").await;
     iphone_row(&app, &alice, RING, 0).await;
-    let body = json!({ "user": alice.id, "family": "ring", "ttl": 30,
+    sixteen_rings_over_one_connection(&app, &alice, "apns", &standin, &relay).await;
+}
+
+/// Sends 16 rings to `user` at once: each is sent by `provider`, reaches
+/// `standin`, and all of them go through one connection of `relay`.
+async fn sixteen_rings_over_one_connection(
+    app: &TestApp,
+    user: &TestUser,
+    provider: &str,
+    standin: &StandIn,
+    relay: &Relay,
+) {
+    let body = json!({ "user": user.id, "family": "ring", "ttl": 30,
                        "event": { "type": "1", "uid": "DEV-1", "message": "Ring" } });
-    let replies = futures_util::future::join_all((0..16).map(|_| notify(&app, body.clone()))).await;
+    let replies = futures_util::future::join_all((0..16).map(|_| notify(app, body.clone()))).await;
     for reply in &replies {
-        assert_eq!(tally(reply, "apns"), (1, 0, 0), "{}", reply.body);
+        assert_eq!(tally(reply, provider), (1, 0, 0), "{}", reply.body);
     }
     assert_eq!(standin.seen().len(), 16);
     assert_eq!(
         relay.connections(),
         1,
-        "one HTTP/2 connection for the environment, not one per push"
+        "one HTTP/2 connection to {provider}, not one per push"
     );
 }
 
@@ -717,39 +744,11 @@ async fn pushes_sent_together_to_fcm_over_https_share_one_connection(app: TestAp
     let relay = Relay::before(&fcm, Duration::from_millis(500)).await;
     let oauth = StandIn::start(access_token(1)).await;
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("service-account.json");
-    let account = json!({
-        "type": "service_account", "project_id": PROJECT, "private_key_id": "key-1",
-        "private_key": FCM_KEY, "client_email": "pushtoken@doorbell-test.iam.gserviceaccount.com",
-        "token_uri": format!("{}/token", oauth.url),
-    });
-    std::fs::write(&credentials, account.to_string()).unwrap();
     let ca = fcm.ca_file.clone().unwrap();
-    let flags = [
-        "--notify-key",
-        KEY,
-        "--fcm-credentials",
-        credentials.to_str().unwrap(),
-        "--fcm-url",
-        relay.url.as_str(),
-        "--provider-ca-file",
-        ca.to_str().unwrap(),
-    ];
-    let app = app.with_flags(&flags).await;
+    let app = with_fcm_at(app, &relay.url, &oauth.url, Some(&ca), dir.path()).await;
     let alice = app.user("alice_1").await;
     fcm_row(&app, &alice, RING).await;
-    let body = json!({ "user": alice.id, "family": "ring", "ttl": 30,
-                       "event": { "type": "1", "uid": "DEV-1", "message": "Ring" } });
-    let replies = futures_util::future::join_all((0..16).map(|_| notify(&app, body.clone()))).await;
-    for reply in &replies {
-        assert_eq!(tally(reply, "fcm"), (1, 0, 0), "{}", reply.body);
-    }
-    assert_eq!(fcm.seen().len(), 16);
-    assert_eq!(
-        relay.connections(),
-        1,
-        "one HTTP/2 connection to FCM, not one per push"
-    );
+    sixteen_rings_over_one_connection(&app, &alice, "fcm", &fcm, &relay).await;
 }
 
 #[every_backend]
