@@ -30,6 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use pushtoken_bench::Args;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
@@ -48,28 +49,6 @@ enum Scenario {
     Delete,
     Login,
     Ceiling,
-}
-
-struct Args(Vec<String>);
-
-impl Args {
-    fn get(&self, name: &str) -> Option<&str> {
-        let flag = format!("--{name}");
-        self.0
-            .iter()
-            .position(|a| *a == flag)
-            .and_then(|i| self.0.get(i + 1))
-            .map(|s| s.as_str())
-    }
-    fn req(&self, name: &str) -> Result<&str> {
-        self.get(name).ok_or_else(|| anyhow!("missing --{name}"))
-    }
-    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| anyhow!("bad --{name} {v}")),
-        }
-    }
 }
 
 /// host:port of an `http://host:port` base URL.

@@ -54,6 +54,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use pushtoken_bench::{histogram, max_ms, micros, ms, Args};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,53 +78,6 @@ const EVENT: i32 = 3;
 const REGISTER_WITHIN: Duration = Duration::from_secs(30);
 /// Longest wait, after the last notify, for the frames still on their way.
 const DRAIN_WITHIN: Duration = Duration::from_secs(10);
-
-struct Args(Vec<String>);
-
-impl Args {
-    fn get(&self, name: &str) -> Option<&str> {
-        let flag = format!("--{name}");
-        self.0
-            .iter()
-            .position(|a| *a == flag)
-            .and_then(|i| self.0.get(i + 1))
-            .map(|s| s.as_str())
-    }
-    fn req(&self, name: &str) -> Result<&str> {
-        self.get(name).ok_or_else(|| anyhow!("missing --{name}"))
-    }
-    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| anyhow!("bad --{name} {v}")),
-        }
-    }
-}
-
-fn histogram() -> Result<Histogram<u64>> {
-    Ok(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?)
-}
-
-/// Milliseconds at quantile `q` of a histogram of microseconds (0 when empty).
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.value_at_quantile(q) as f64 / 1000.0
-    }
-}
-
-fn max_ms(h: &Histogram<u64>) -> f64 {
-    if h.is_empty() {
-        0.0
-    } else {
-        h.max() as f64 / 1000.0
-    }
-}
-
-fn micros(d: Duration) -> u64 {
-    (d.as_micros() as u64).clamp(1, 60_000_000)
-}
 
 // ---------------------------------------------------------------------------
 // The push socket.
