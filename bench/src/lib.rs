@@ -4,7 +4,16 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// How long a request to the server (its connection included) may take.
+pub const REQUEST_WITHIN: Duration = Duration::from_secs(20);
 
 /// The command line, read as `--name value` pairs.
 pub struct Args(pub Vec<String>);
@@ -57,4 +66,90 @@ pub fn max_ms(h: &Histogram<u64>) -> f64 {
 /// `d` in microseconds, within the histograms' bounds.
 pub fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, 60_000_000)
+}
+
+/// host:port of an `http://host:port` base URL.
+pub fn authority(url: &str) -> Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("only http:// URLs"))?;
+    Ok(rest.trim_end_matches('/').to_string())
+}
+
+/// One keep-alive HTTP/1.1 connection, reopened after a failure.
+pub struct Http {
+    addr: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Http {
+    pub fn new(url: &str) -> Result<Self> {
+        Ok(Self {
+            addr: authority(url)?,
+            sender: None,
+        })
+    }
+
+    pub async fn connect(&mut self) -> Result<()> {
+        let stream = tokio::time::timeout(REQUEST_WITHIN, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| anyhow!("no connection to {} in time", self.addr))??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.sender = Some(sender);
+        Ok(())
+    }
+
+    /// Sends one request and reads the whole answer, within
+    /// [`REQUEST_WITHIN`].
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let result =
+            tokio::time::timeout(REQUEST_WITHIN, self.exchange(method, path, headers, body))
+                .await
+                .unwrap_or_else(|_| Err(anyhow!("no answer within {REQUEST_WITHIN:?}")));
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<(StatusCode, Bytes)> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.connect().await?;
+        }
+        let sender = self.sender.as_mut().expect("connected");
+        sender.ready().await?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.as_str());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(b)))?,
+            None => req.body(Full::new(Bytes::new()))?,
+        };
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
 }

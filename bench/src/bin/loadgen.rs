@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use pushtoken_bench::Args;
+use pushtoken_bench::{authority, Args};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
@@ -49,14 +49,6 @@ enum Scenario {
     Delete,
     Login,
     Ceiling,
-}
-
-/// host:port of an `http://host:port` base URL.
-fn authority(url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs"))?;
-    Ok(rest.trim_end_matches('/').to_string())
 }
 
 struct Conn {

@@ -66,13 +66,12 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pushtoken_bench::{histogram, max_ms, micros, ms, Args};
+use pushtoken_bench::{histogram, max_ms, micros, ms, Args, Http};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
@@ -88,7 +87,6 @@ const APNS_TEAM_ID: &str = "BENCHTEAM1";
 /// Longest wait for the server to answer /healthz.
 const SERVER_WITHIN: Duration = Duration::from_secs(60);
 /// Longest wait for one HTTP exchange with the server.
-const REQUEST_WITHIN: Duration = Duration::from_secs(20);
 /// Longest wait for a stand-in's TLS handshake.
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 /// Longest wait, after the last notify, for the pushes still on their way.
@@ -515,92 +513,6 @@ fn path_text(path: &Path) -> Result<String> {
 
 // ---------------------------------------------------------------------------
 // HTTP to the server.
-
-/// host:port of an `http://host:port` base URL.
-fn authority(url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs"))?;
-    Ok(rest.trim_end_matches('/').to_string())
-}
-
-/// One keep-alive HTTP/1.1 connection, reopened after a failure.
-struct Http {
-    addr: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
-impl Http {
-    fn new(url: &str) -> Result<Self> {
-        Ok(Self {
-            addr: authority(url)?,
-            sender: None,
-        })
-    }
-
-    async fn connect(&mut self) -> Result<()> {
-        let stream = tokio::time::timeout(REQUEST_WITHIN, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| anyhow!("no connection to {} in time", self.addr))??;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        self.sender = Some(sender);
-        Ok(())
-    }
-
-    /// Sends one request and reads the whole answer, within
-    /// [`REQUEST_WITHIN`].
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Result<(StatusCode, Bytes)> {
-        let result =
-            tokio::time::timeout(REQUEST_WITHIN, self.exchange(method, path, headers, body))
-                .await
-                .unwrap_or_else(|_| Err(anyhow!("no answer within {REQUEST_WITHIN:?}")));
-        if result.is_err() {
-            self.sender = None;
-        }
-        result
-    }
-
-    async fn exchange(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Result<(StatusCode, Bytes)> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            self.connect().await?;
-        }
-        let sender = self.sender.as_mut().expect("connected");
-        sender.ready().await?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.as_str());
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(b)))?,
-            None => req.body(Full::new(Bytes::new()))?,
-        };
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
-    }
-}
 
 async fn wait_healthy(url: &str) -> Result<()> {
     let began = Instant::now();

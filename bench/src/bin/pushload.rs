@@ -48,13 +48,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use pushtoken_bench::{histogram, max_ms, micros, ms, Args};
+use hyper::{Method, StatusCode};
+use pushtoken_bench::{histogram, max_ms, micros, ms, Args, Http};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -322,79 +318,6 @@ async fn push_connections(http: &mut Http) -> Result<u64> {
 
 // ---------------------------------------------------------------------------
 // HTTP.
-
-/// host:port of an `http://host:port` base URL.
-fn authority(url: &str) -> Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("only http:// URLs"))?;
-    Ok(rest.trim_end_matches('/').to_string())
-}
-
-/// One keep-alive HTTP/1.1 connection, reopened after a failure.
-struct Http {
-    addr: String,
-    sender: Option<SendRequest<Full<Bytes>>>,
-}
-
-impl Http {
-    fn new(url: &str) -> Result<Self> {
-        Ok(Self {
-            addr: authority(url)?,
-            sender: None,
-        })
-    }
-
-    async fn connect(&mut self) -> Result<()> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        self.sender = Some(sender);
-        Ok(())
-    }
-
-    /// Sends one request and reads the whole answer.
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Result<(StatusCode, Bytes)> {
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            self.connect().await?;
-        }
-        let sender = self.sender.as_mut().expect("connected");
-        sender.ready().await?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.as_str());
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(b)))?,
-            None => req.body(Full::new(Bytes::new()))?,
-        };
-        let result = async {
-            let resp = sender.send_request(req).await?;
-            let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, anyhow::Error>((status, body))
-        }
-        .await;
-        if result.is_err() {
-            self.sender = None;
-        }
-        result
-    }
-}
 
 // ---------------------------------------------------------------------------
 // idle
