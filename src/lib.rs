@@ -276,8 +276,8 @@ async fn token_hygiene(state: AppState) {
 pub async fn sweep_stale_tokens(state: &AppState, now: i64) -> u64 {
     let max_age = i64::try_from(state.config.token_max_age.as_secs()).unwrap_or(i64::MAX);
     let before = now.saturating_sub(max_age);
-    // Rows removed, by family, over every batch.
-    let mut removed: Vec<(String, u64)> = Vec::new();
+    // Rows removed over every batch.
+    let mut removed = store::ByFamily::default();
     loop {
         let batch = match state
             .store
@@ -290,32 +290,26 @@ pub async fn sweep_stale_tokens(state: &AppState, now: i64) -> u64 {
                 break;
             }
         };
-        for (family, n) in &batch {
-            http::observe::count_stale_tokens_removed(family, *n);
-            match removed.iter_mut().find(|(f, _)| f == family) {
-                Some((_, total)) => *total += n,
-                None => removed.push((family.clone(), *n)),
+        for family in Family::ALL {
+            let n = batch.of(family);
+            if n > 0 {
+                http::observe::count_stale_tokens_removed(family.as_str(), n);
             }
         }
-        if batch.iter().map(|(_, n)| n).sum::<u64>() < STALE_TOKEN_BATCH as u64 {
+        removed.ring += batch.ring;
+        removed.message += batch.message;
+        if batch.total() < STALE_TOKEN_BATCH as u64 {
             break;
         }
         tokio::time::sleep(STALE_TOKEN_PAUSE).await;
     }
-    let of = |family: Family| {
-        removed
-            .iter()
-            .find(|(f, _)| f == family.as_str())
-            .map_or(0, |(_, n)| *n)
-    };
-    let (ring, message) = (of(Family::Ring), of(Family::Message));
-    let total = ring + message;
+    let total = removed.total();
     if total > 0 {
         // (Not a field `message`: that is the log line's text.)
         tracing::info!(
             tokens = total,
-            ring_tokens = ring,
-            message_tokens = message,
+            ring_tokens = removed.ring,
+            message_tokens = removed.message,
             "removed push tokens not registered again within PUSHTOKEN_TOKEN_MAX_AGE"
         );
     }

@@ -51,6 +51,26 @@ impl Family {
     }
 }
 
+/// A count of push tokens of each family.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByFamily {
+    pub ring: u64,
+    pub message: u64,
+}
+
+impl ByFamily {
+    pub fn of(&self, family: Family) -> u64 {
+        match family {
+            Family::Ring => self.ring,
+            Family::Message => self.message,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.ring + self.message
+    }
+}
+
 /// A new account, its password already hashed.
 pub struct NewUser {
     pub username: String,
@@ -450,13 +470,8 @@ pub trait Database: Send + Sync + std::fmt::Debug {
 
     /// Deletes at most `limit` push tokens last registered (created, or
     /// stored again by a PUT or POST) at or before `before` (unix seconds):
-    /// one batch of the stale-token sweep. How many of each family
-    /// (`message`, `ring`; families with none omitted).
-    async fn delete_stale_push_tokens(
-        &self,
-        before: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<(String, u64)>>;
+    /// one batch of the stale-token sweep. How many of each family.
+    async fn delete_stale_push_tokens(&self, before: i64, limit: i64) -> StoreResult<ByFamily>;
 
     /// How many push tokens each family holds (families with none omitted).
     async fn count_push_tokens(&self) -> StoreResult<Vec<(String, i64)>>;

@@ -20,9 +20,10 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use super::queries::Queries;
 use super::transfer::{Imported, Transfer};
 use super::{
-    Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
-    PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient,
-    Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult, UserSummary, Written,
+    ByFamily, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession,
+    NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent,
+    Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult, UserSummary,
+    Written,
 };
 
 type Q = Queries<Postgres>;
@@ -354,11 +355,7 @@ impl Database for PgStore {
 
     /// One statement on its own: it locks only the rows it deletes, for as
     /// long as it takes to delete them.
-    async fn delete_stale_push_tokens(
-        &self,
-        before: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<(String, u64)>> {
+    async fn delete_stale_push_tokens(&self, before: i64, limit: i64) -> StoreResult<ByFamily> {
         Ok(Q::delete_stale_push_tokens(&mut *self.conn().await?, before, limit).await?)
     }
 

@@ -20,9 +20,9 @@ use sqlx::sqlite::SqliteQueryResult;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgres, Sqlite, Type};
 
 use super::{
-    Credentials, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser, PurgedEvents,
-    PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient,
-    Stats, UserSummary, Written,
+    ByFamily, Credentials, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
+    PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser,
+    SocketClient, Stats, UserSummary, Written,
 };
 
 /// Queue rows taken off in one statement (SQLite allows 32,766 arguments).
@@ -531,7 +531,7 @@ where
         conn: &mut DB::Connection,
         before: i64,
         limit: i64,
-    ) -> Result<Vec<(String, u64)>, sqlx::Error> {
+    ) -> Result<ByFamily, sqlx::Error> {
         let families: Vec<String> = sqlx::query_scalar(&format!(
             "DELETE FROM push_tokens WHERE (user_id, family, serial) IN \
              (SELECT user_id, family, serial FROM push_tokens WHERE updated_at <= $1 \
@@ -543,15 +543,14 @@ where
         .bind(limit)
         .fetch_all(conn)
         .await?;
-        let mut counts: Vec<(String, u64)> = Vec::new();
-        for family in families {
-            match counts.iter_mut().find(|(f, _)| *f == family) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((family, 1)),
-            }
-        }
-        counts.sort();
-        Ok(counts)
+        let ring = families
+            .iter()
+            .filter(|f| *f == Family::Ring.as_str())
+            .count() as u64;
+        Ok(ByFamily {
+            ring,
+            message: families.len() as u64 - ring,
+        })
     }
 
     /// How many push tokens each family holds (families with none omitted).

@@ -19,10 +19,10 @@ use super::readers::{Reader, Readers};
 use super::transfer::{Imported, Transfer};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Backend, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession,
-    NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent,
-    Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult, UserSummary,
-    Written,
+    Backend, ByFamily, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent,
+    NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite,
+    QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult,
+    UserSummary, Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -364,11 +364,7 @@ impl Database for SqliteStore {
 
     /// A write of the writer's like any other: a batch of at most `limit`
     /// rows holds the writer no longer than a handful of PUTs would.
-    async fn delete_stale_push_tokens(
-        &self,
-        before: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<(String, u64)>> {
+    async fn delete_stale_push_tokens(&self, before: i64, limit: i64) -> StoreResult<ByFamily> {
         Ok(self
             .writer
             .write(move |conn| Box::pin(Q::delete_stale_push_tokens(conn, before, limit)))
