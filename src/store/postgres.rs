@@ -98,50 +98,44 @@ impl PgStore {
         self.pool.acquire().await
     }
 
-    /// [`put_row`], again (after a short random pause) when it lost a
-    /// race to a concurrent write.
-    async fn put_row(
-        &self,
-        write: &PushTokenWrite,
-        serial: i64,
-    ) -> Result<Option<Written>, sqlx::Error> {
-        let mut attempt = 1;
-        loop {
-            match put_row(&self.pool, write, serial).await {
-                Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
-                    backoff(attempt).await;
-                    attempt += 1;
-                }
-                done => return done,
-            }
-        }
-    }
-
     /// Runs `job` on `args` in a transaction of its own, again (after a
     /// short random pause) when it lost a race to a concurrent one.
-    async fn write<A, T, F>(&self, args: &A, mut job: F) -> Result<T, sqlx::Error>
+    async fn write<A, T, F>(&self, args: &A, job: F) -> Result<T, sqlx::Error>
     where
         A: Sync + ?Sized,
         T: Send,
-        F: for<'c> FnMut(&'c mut PgConnection, &'c A) -> BoxFuture<'c, Result<T, sqlx::Error>>
-            + Send,
+        F: for<'c> Fn(&'c mut PgConnection, &'c A) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + Sync,
     {
-        let mut attempt = 1;
-        loop {
-            let outcome = async {
-                let mut tx = self.pool.begin().await?;
-                let out = job(&mut tx, args).await?;
-                tx.commit().await?;
-                Ok(out)
+        let job = &job;
+        retried(|| async move {
+            let mut tx = self.pool.begin().await?;
+            let out = job(&mut tx, args).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or has been tried
+/// [`WRITE_ATTEMPTS`] times: again after a short random pause
+/// ([`backoff`]) when it lost a race to a concurrent write
+/// ([`is_retryable`]).
+async fn retried<T, Run, Attempt>(mut attempt: Run) -> Result<T, sqlx::Error>
+where
+    Run: FnMut() -> Attempt,
+    Attempt: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tried = 1;
+    loop {
+        match attempt().await {
+            Err(e) if tried < WRITE_ATTEMPTS && is_retryable(&e) => {
+                backoff(tried).await;
+                tried += 1;
             }
-            .await;
-            match outcome {
-                Err(e) if attempt < WRITE_ATTEMPTS && is_retryable(&e) => {
-                    backoff(attempt).await;
-                    attempt += 1;
-                }
-                done => return done,
-            }
+            done => return done,
         }
     }
 }
@@ -330,7 +324,7 @@ impl Database for PgStore {
     }
 
     async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
-        let written = self.put_row(&write, serial).await?;
+        let written = retried(|| put_row(&self.pool, &write, serial)).await?;
         Ok(written.ok_or(sqlx::Error::RowNotFound)?)
     }
 
