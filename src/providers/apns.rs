@@ -161,12 +161,7 @@ impl Provider for Apns {
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(e) => {
-                    return Verdict::Retry {
-                        after: None,
-                        why: format!("cannot reach the service: {e}"),
-                    }
-                }
+                Err(e) => return Verdict::unreachable(e),
             };
             let status = response.status().as_u16();
             let after = retry_after(response.headers());

@@ -172,12 +172,7 @@ impl Provider for Fcm {
             };
             let response = match self.post(&token, &message).await {
                 Ok(response) => response,
-                Err(e) => {
-                    return Verdict::Retry {
-                        after: None,
-                        why: format!("cannot reach the service: {e}"),
-                    }
-                }
+                Err(e) => return Verdict::unreachable(e),
             };
             let status = response.status().as_u16();
             if status == 401 && !refreshed {

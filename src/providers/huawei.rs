@@ -94,12 +94,7 @@ impl Provider for Huawei {
                 .await;
             let response = match sent {
                 Ok(response) => response,
-                Err(e) => {
-                    return Verdict::Retry {
-                        after: None,
-                        why: format!("cannot reach the service: {e}"),
-                    }
-                }
+                Err(e) => return Verdict::unreachable(e),
             };
             let status = response.status().as_u16();
             let after = retry_after(response.headers());

@@ -157,6 +157,16 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// A request that never reached the service: worth another try.
+    pub(crate) fn unreachable(error: reqwest::Error) -> Self {
+        Verdict::Retry {
+            after: None,
+            why: format!("cannot reach the service: {error}"),
+        }
+    }
+}
+
 /// A push service.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {

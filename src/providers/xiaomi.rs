@@ -62,12 +62,7 @@ impl Provider for Xiaomi {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(e) => {
-                return Verdict::Retry {
-                    after: None,
-                    why: format!("cannot reach the service: {e}"),
-                }
-            }
+            Err(e) => return Verdict::unreachable(e),
         };
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {
