@@ -84,7 +84,16 @@ pub struct Delivery {
     pub providers: Tallies,
 }
 
-/// An event's frame payload: its JSON as a drain reads it back.
+/// What a socket frame and a provider's push carry: the event as sent,
+/// with its id and family (replacing any of the sender's own).
+fn identified(mut event: Map<String, Value>, id: i64, family: &str) -> Map<String, Value> {
+    event.insert("id".into(), id.into());
+    event.insert("family".into(), family.into());
+    event
+}
+
+/// An event's frame payload, the same whether handed to a connection or
+/// read back by its drain.
 fn payload_bytes(payload: &Map<String, Value>) -> bytes::Bytes {
     serde_json::to_vec(payload).unwrap_or_default().into()
 }
@@ -135,7 +144,7 @@ impl Hub {
             }
         }
         let recorded_ms = unix_now_ms();
-        let mut payload = event.clone();
+        let payload = event.clone();
         let id = self
             .store
             .record_event(NewEvent {
@@ -151,8 +160,7 @@ impl Hub {
             })
             .await?;
         // The providers carry the socket frame's JSON.
-        payload.insert("id".into(), id.into());
-        payload.insert("family".into(), family.as_str().into());
+        let payload = identified(payload, id, family.as_str());
         let payload = Arc::new(payload);
         let decided: Vec<_> = pushed
             .into_iter()
@@ -251,15 +259,14 @@ impl Hub {
         Ok(events
             .into_iter()
             .map(|event| {
-                let mut body = match serde_json::from_str(&event.body) {
+                let body = match serde_json::from_str(&event.body) {
                     Ok(Value::Object(body)) => body,
                     _ => Map::new(),
                 };
-                body.insert("id".into(), event.id.into());
-                body.insert("family".into(), event.family.as_str().into());
+                let body = identified(body, event.id, &event.family);
                 Queued {
                     id: event.id,
-                    frame: Frame::new(EVENT, Value::Object(body).to_string()),
+                    frame: Frame::new(EVENT, payload_bytes(&body)),
                     family: event.family,
                     recorded_ms: event.recorded_ms,
                 }
