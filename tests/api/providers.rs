@@ -39,13 +39,18 @@ async fn with_xiaomi(app: TestApp, standin: &StandIn, extra: &[&str]) -> TestApp
 }
 
 /// A row of `user` at serial 1 of the family at `base`, for `platform`.
+/// Stores `body` as the user's row 1 at `base`.
+async fn store_row(app: &TestApp, user: &TestUser, base: &str, body: Value) {
+    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+}
+
 async fn android_row(app: &TestApp, user: &TestUser, base: &str, platform: &str) {
     let body = json!({
         "push_token": "a".repeat(64), "language": "zh", "os_token": REGID,
         "push_platform": platform, "bundleid": "com.example.doorbell",
     });
-    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
-    assert!(reply.status.is_success(), "{}", reply.body);
+    store_row(app, user, base, body).await;
 }
 
 async fn notify(app: &TestApp, body: Value) -> Reply {
@@ -331,8 +336,7 @@ async fn fcm_row(app: &TestApp, user: &TestUser, base: &str) {
         "push_token": "b".repeat(64), "language": "en", "os_token": FCM_TOKEN,
         "push_platform": "FCM", "os": "ANDROID",
     });
-    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
-    assert!(reply.status.is_success(), "{}", reply.body);
+    store_row(app, user, base, body).await;
 }
 
 #[every_backend]
@@ -510,8 +514,7 @@ async fn huawei_row(app: &TestApp, user: &TestUser, base: &str) {
         "push_token": "c".repeat(64), "language": "zh", "os_token": HUAWEI_TOKEN,
         "push_platform": "HUAWEI", "os": "Huawei",
     });
-    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
-    assert!(reply.status.is_success(), "{}", reply.body);
+    store_row(app, user, base, body).await;
 }
 
 #[every_backend]
@@ -638,8 +641,7 @@ async fn with_apns_at(
 async fn iphone_row(app: &TestApp, user: &TestUser, base: &str, dev: i64) {
     let body = json!({ "push_token": DEVICE, "language": "en", "dev": dev,
                        "bundleid": "com.lancens.wxdoorbell" });
-    let reply = app.put(&format!("{base}/1"), &user.token, body).await;
-    assert!(reply.status.is_success(), "{}", reply.body);
+    store_row(app, user, base, body).await;
 }
 
 #[every_backend]
