@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::model::is_bundle_id;
-use crate::store::{Backend, PoolOptions};
+use crate::store::{Backend, CacheOptions, PoolOptions};
 
 #[derive(Parser)]
 #[command(
@@ -248,6 +248,26 @@ pub struct Settings {
         default_value = "full"
     )]
     pub sqlite_synchronous: String,
+    /// Sessions, and users' rows of a family, kept in memory (each; 0:
+    /// nothing is kept, every request asks the database).
+    #[arg(
+        long,
+        env = "PUSHTOKEN_CACHE_ENTRIES",
+        global = true,
+        default_value = "100000"
+    )]
+    pub cache_entries: String,
+    /// How long after it was read a kept session or row list may still be
+    /// served (1ms to 60s): the longest a change made by another instance,
+    /// or by a `pushtoken` command, takes to be seen by this one. This
+    /// instance's own changes are seen at once.
+    #[arg(
+        long,
+        env = "PUSHTOKEN_CACHE_LIFETIME",
+        global = true,
+        default_value = "50ms"
+    )]
+    pub cache_lifetime: String,
     /// Failed logins for one account (username, email and phone together)
     /// within 15 minutes before its logins answer 429 until the window has
     /// passed (0: no limit).
@@ -484,6 +504,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub body_limit: usize,
     pub pool: PoolOptions,
+    pub cache: CacheOptions,
     pub login_max_failures: u32,
     /// Password hashes waiting or running at once.
     pub hash_queue: usize,
@@ -539,6 +560,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("body_limit", &self.body_limit)
             .field("pool", &self.pool)
+            .field("cache", &self.cache)
             .field("login_max_failures", &self.login_max_failures)
             .field("hash_queue", &self.hash_queue)
             .field("auth_rate_per_minute", &self.auth_rate_per_minute)
@@ -789,6 +811,33 @@ impl Config {
                 "db-startup-timeout",
             )?,
         };
+        let cache = CacheOptions {
+            entries: s
+                .cache_entries
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 100_000_000)
+                .ok_or_else(|| {
+                    bad(
+                        "PUSHTOKEN_CACHE_ENTRIES",
+                        "cache-entries",
+                        format!("{:?} is not a number from 0 to 100000000", s.cache_entries),
+                    )
+                })?,
+            lifetime: parse_millis(&s.cache_lifetime)
+                .filter(|d| (Duration::from_millis(1)..=Duration::from_secs(60)).contains(d))
+                .ok_or_else(|| {
+                    bad(
+                        "PUSHTOKEN_CACHE_LIFETIME",
+                        "cache-lifetime",
+                        format!(
+                            "{:?} is not a duration from 1ms to 60s, like 50ms or 2s",
+                            s.cache_lifetime
+                        ),
+                    )
+                })?,
+        };
         let count = |text: &str, var: &str, flag: &str, max: u32| {
             text.trim()
                 .parse::<u32>()
@@ -1028,6 +1077,7 @@ impl Config {
             log_format,
             body_limit,
             pool,
+            cache,
             login_max_failures,
             hash_queue: hash_queue as usize,
             auth_rate_per_minute,
@@ -1127,6 +1177,20 @@ fn pem_pair(
     }
 }
 
+/// A short duration: whole milliseconds (`50ms`) or seconds (`2s`).
+pub fn parse_millis(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = match text.strip_suffix("ms") {
+        Some(digits) => (digits, 1),
+        None => (text.strip_suffix('s')?, 1000),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis = digits.parse::<u64>().ok()?.checked_mul(unit)?;
+    Some(Duration::from_millis(millis))
+}
+
 /// `30d`, `12h`, `90m`, `3600s` or `3600` (seconds); zero is refused.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -1161,6 +1225,25 @@ mod tests {
         assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("3600s"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn short_durations_take_milliseconds_or_seconds_and_nothing_else() {
+        assert_eq!(parse_millis("50ms"), Some(Duration::from_millis(50)));
+        assert_eq!(parse_millis(" 2s "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_millis("0ms"), Some(Duration::ZERO));
+        for text in [
+            "",
+            "ms",
+            "s",
+            "50",
+            "1.5s",
+            "-1ms",
+            "5m",
+            "99999999999999999999s",
+        ] {
+            assert_eq!(parse_millis(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn unix_now_ms() -> i64 {
 
 /// Opens the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let store = Store::connect(&config.database_url, &config.pool)
+    let store = Store::connect(&config.database_url, &config.pool, &config.cache)
         .await
         .context("cannot open the database")?;
     store
@@ -55,6 +55,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
     http::observe::install_recorder();
     let store = open_store(&config).await?;
+    // Ends when the store closes.
+    store.hear_others();
     let passwords = Passwords::new(config.password_cost.clone(), config.hash_queue)?;
     let limits = Arc::new(http::limits::Limits::new(&config));
     let push = Arc::new(

@@ -92,6 +92,11 @@ fn recorder() -> &'static PrometheusHandle {
                     "Pushes waiting for or being handled by a provider, by provider"
                 );
                 metrics::describe_counter!(
+                    crate::store::CACHE_LOOKUPS,
+                    "Lookups of kept sessions and row lists, by cache (sessions, rows) and \
+                     outcome (hit, miss)"
+                );
+                metrics::describe_counter!(
                     STALE_TOKENS_REMOVED,
                     "Push tokens removed by the sweep for not being registered again within \
                      PUSHTOKEN_TOKEN_MAX_AGE, by family"

@@ -15,7 +15,7 @@ use crate::http::schema::{
 };
 use crate::http::AppState;
 use crate::model::{is_bundle_id, PushTokenInput, PushTokenRequest};
-use crate::store::{Family, PushTokenRow, PushTokenWrite, Written};
+use crate::store::{Family, PushTokenRow, PushTokenWrite, Rows, Written};
 use crate::unix_now;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -43,7 +43,7 @@ macro_rules! family_routes {
                     (status = 503, response = Unavailable),
                 )
             )]
-            pub async fn list(state: State<AppState>, session: SessionHash) -> Result<Json<Vec<PushTokenRow>>> {
+            pub async fn list(state: State<AppState>, session: SessionHash) -> Result<Json<Rows>> {
                 super::list(state, $family, session).await
             }
 
@@ -174,12 +174,12 @@ fn header_bundle_id(headers: &HeaderMap) -> Option<&str> {
     }
 }
 
-/// The session and its rows in one database round trip.
+/// The session's rows: kept in memory, else read (see `store/cache.rs`).
 async fn list(
     State(state): State<AppState>,
     family: Family,
     SessionHash(hash): SessionHash,
-) -> Result<Json<Vec<PushTokenRow>>> {
+) -> Result<Json<Rows>> {
     match state
         .store
         .session_push_tokens(family, &hash, unix_now())

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{Frame, Hub, Out, EVENT};
 use crate::providers::{route, Outcome, Push, Route, Tallies};
-use crate::store::{Family, NewEvent, StoreResult};
+use crate::store::{Channel, Family, NewEvent, StoreResult};
 use crate::{unix_now, unix_now_ms};
 
 /// How long an event for a connection held now waits for that connection
@@ -246,7 +246,7 @@ impl Hub {
             return;
         }
         let message = format!("{what} {instance} {token}");
-        if let Err(e) = self.store.signal(&message).await {
+        if let Err(e) = self.store.signal(Channel::Deliveries, &message).await {
             // The event stays queued: the connection sends it when it
             // reconnects.
             tracing::warn!(error = %e, "cannot reach another instance");
@@ -277,7 +277,7 @@ impl Hub {
     /// Acts on the other instances' messages for this one, until the
     /// database has no more to give (SQLite: none at all).
     pub(super) async fn listen(self: Arc<Self>) {
-        let mut messages = match self.store.signals().await {
+        let mut messages = match self.store.signals(Channel::Deliveries).await {
             Ok(Some(messages)) => messages,
             Ok(None) => return,
             Err(e) => {

@@ -3,6 +3,7 @@
 //! Handlers only see `Store` and its plain data types; which database is
 //! behind it is decided once, from the `DATABASE_URL` scheme.
 
+mod cache;
 mod postgres;
 mod queries;
 mod readers;
@@ -17,6 +18,8 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
 
+use cache::Cache;
+pub use cache::{CacheOptions, Change, Rows, LOOKUPS as CACHE_LOOKUPS};
 pub use postgres::PgStore;
 pub use sqlite::{missing_sqlite_file, SqliteStore};
 pub use transfer::{Imported, HEADER as EXPORT_HEADER};
@@ -138,6 +141,8 @@ pub struct SessionUser {
     pub session_id: i64,
     pub user_id: i64,
     pub username: String,
+    /// When the session expires (unix seconds).
+    pub expires_at: i64,
 }
 
 /// One stored push token, as the API shows it.
@@ -370,6 +375,12 @@ pub trait Database: Send + Sync + std::fmt::Debug {
 
     fn pool_stats(&self) -> PoolStats;
 
+    /// Whether other server instances may share the database (and so hear
+    /// [`Database::signal`]).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// SQLite: write transactions committed since start, and the writes
     /// they held (their ratio is the mean batch). `None` on PostgreSQL,
     /// where each write commits on its own.
@@ -427,6 +438,9 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// Deletes the user with their sessions, push tokens and events; what
     /// went with them, `None` when there is no such user.
     async fn delete_user(&self, user_id: i64) -> StoreResult<Option<DeletedUser>>;
+
+    /// The user's push tokens of `family`, ordered by serial.
+    async fn push_tokens(&self, family: Family, user_id: i64) -> StoreResult<Vec<PushTokenRow>>;
 
     /// The push tokens of the user of the unexpired session whose token
     /// hashes to `token_hash`, looked up together; `None` without such a
@@ -551,25 +565,58 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// recorded before `before`.
     async fn purge_events(&self, before: i64, now: i64) -> StoreResult<PurgedEvents>;
 
-    /// Sends `message` to every server instance on this database, this one
-    /// included (PostgreSQL's `NOTIFY`). Nothing on SQLite: one process is
-    /// its only instance.
-    async fn signal(&self, message: &str) -> StoreResult<()>;
+    /// Sends `message` on `channel` to every server instance on this
+    /// database, this one included (PostgreSQL's `NOTIFY`). Nothing on
+    /// SQLite: one process is its only instance.
+    async fn signal(&self, channel: Channel, message: &str) -> StoreResult<()>;
 
-    /// The messages [`Database::signal`] sends, as they come; `None` on a
-    /// database with one instance only. An item `None` says some may have
-    /// been lost (the listening connection was made again).
-    async fn signals(&self) -> StoreResult<Option<BoxStream<'static, Option<String>>>>;
+    /// The messages [`Database::signal`] sends on `channel`, as they come;
+    /// `None` on a database with one instance only. An item `None` says
+    /// some may have been lost (the listening connection was made again).
+    async fn signals(
+        &self,
+        channel: Channel,
+    ) -> StoreResult<Option<BoxStream<'static, Option<String>>>>;
+}
+
+/// What the instances sharing a database tell each other of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// Events to deliver and connections to close (`push/delivery.rs`).
+    Deliveries,
+    /// Changes that cached answers must not outlive (`cache.rs`).
+    Cache,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Deliveries => "pushtoken",
+            Channel::Cache => "pushtoken_cache",
+        }
+    }
 }
 
 /// The server's database, whichever backend is behind it: every method of
 /// [`Database`] is called through it. Cheap to clone.
+///
+/// What it caches (`cache.rs`) it reads through its own methods below,
+/// and every write that could change a cached answer goes through a method
+/// below too, which records the change once the write is done: a new
+/// method of [`Database`] that writes sessions or push tokens needs one.
 #[derive(Clone, Debug)]
-pub struct Store(Arc<dyn Database>);
+pub struct Store {
+    database: Arc<dyn Database>,
+    cache: Arc<Cache>,
+}
 
 impl Store {
     /// Opens the database named by `url` (`sqlite:…` or `postgres://…`).
-    pub async fn connect(url: &str, options: &PoolOptions) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        options: &PoolOptions,
+        cache: &CacheOptions,
+    ) -> anyhow::Result<Self> {
         let database: Arc<dyn Database> = match Backend::of_url(url) {
             Some(Backend::Sqlite) => Arc::new(SqliteStore::connect(url, options).await?),
             Some(Backend::Postgres) => Arc::new(PgStore::connect(url, options).await?),
@@ -577,7 +624,181 @@ impl Store {
                 anyhow::bail!("unsupported DATABASE_URL scheme (expected sqlite: or postgres://)")
             }
         };
-        Ok(Store(database))
+        let shared = database.shared().then(|| database.clone());
+        let cache = Arc::new(Cache::new(cache, shared));
+        Ok(Store { database, cache })
+    }
+
+    /// Applies the other instances' changes to this one's cache, until
+    /// the store is closed.
+    pub fn hear_others(&self) {
+        tokio::spawn(self.cache.clone().hear_others(self.database.clone()));
+    }
+
+    /// Tells the other instances of the last changes, then closes.
+    pub async fn close(&self) {
+        self.cache.flush(Duration::from_secs(5)).await;
+        self.database.close().await;
+    }
+
+    fn changed(&self, changes: &[Change]) {
+        self.cache.changed(changes);
+    }
+
+    pub async fn session_user(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionUser>> {
+        let load = self.database.session_user(token_hash, now);
+        self.cache.session(token_hash, now, load).await
+    }
+
+    /// The rows of the session's user: `None` without such a session.
+    pub async fn session_push_tokens(
+        &self,
+        family: Family,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Rows>> {
+        if !self.cache.enabled() {
+            let rows = self.database.session_push_tokens(family, token_hash, now);
+            return Ok(rows.await?.map(Rows::from));
+        }
+        let Some(user) = self.session_user(token_hash, now).await? else {
+            return Ok(None);
+        };
+        let load = self.database.push_tokens(family, user.user_id);
+        self.cache.rows(user.user_id, family, load).await.map(Some)
+    }
+
+    pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
+        let done = self.database.logout(session).await;
+        let user = session.user_id;
+        self.changed(&[Change::sessions_of(user), Change::rows_of(user)]);
+        done
+    }
+
+    pub async fn rotate_session(
+        &self,
+        refresh_hash: &str,
+        now: i64,
+        next: NewSession,
+        max_age: i64,
+    ) -> StoreResult<Rotation> {
+        let rotation = self
+            .database
+            .rotate_session(refresh_hash, now, next, max_age)
+            .await?;
+        match &rotation {
+            Rotation::Rotated(NewSession { user_id, .. }) | Rotation::Reused { user_id, .. } => {
+                self.changed(&[Change::sessions_of(*user_id)])
+            }
+            Rotation::Unknown => {}
+        }
+        Ok(rotation)
+    }
+
+    pub async fn change_password(
+        &self,
+        user_id: i64,
+        password_hash: &str,
+        keep: Option<i64>,
+    ) -> StoreResult<u64> {
+        let done = self
+            .database
+            .change_password(user_id, password_hash, keep)
+            .await;
+        self.changed(&[Change::sessions_of(user_id)]);
+        done
+    }
+
+    pub async fn revoke_sessions(&self, user_id: i64) -> StoreResult<u64> {
+        let done = self.database.revoke_sessions(user_id).await;
+        self.changed(&[Change::sessions_of(user_id)]);
+        done
+    }
+
+    pub async fn delete_user(&self, user_id: i64) -> StoreResult<Option<DeletedUser>> {
+        let done = self.database.delete_user(user_id).await;
+        self.changed(&[Change::sessions_of(user_id), Change::rows_of(user_id)]);
+        done
+    }
+
+    pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
+        let changes = Self::registered(&write);
+        let done = self.database.put_push_token(write, serial).await;
+        self.changed(&changes);
+        done
+    }
+
+    pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
+        let changes = Self::registered(&write);
+        let done = self.database.post_push_token(write).await;
+        self.changed(&changes);
+        done
+    }
+
+    /// What a `PUT` or `POST` may change: the writer's rows, and the row of
+    /// whoever held the token before.
+    fn registered(write: &PushTokenWrite) -> [Change; 2] {
+        [
+            Change::rows_of(write.user_id),
+            Change::token(write.family, &write.input.push_token),
+        ]
+    }
+
+    pub async fn delete_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+    ) -> StoreResult<bool> {
+        let done = self
+            .database
+            .delete_push_token(family, user_id, serial)
+            .await;
+        self.changed(&[Change::rows_of(user_id)]);
+        done
+    }
+
+    pub async fn prune_push_token(
+        &self,
+        family: Family,
+        user_id: i64,
+        serial: i64,
+        push_token: &str,
+        os_token: &str,
+    ) -> StoreResult<bool> {
+        let done = self
+            .database
+            .prune_push_token(family, user_id, serial, push_token, os_token)
+            .await;
+        self.changed(&[Change::rows_of(user_id)]);
+        done
+    }
+
+    pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
+        let done = self.database.delete_all_push_tokens(family, user_id).await;
+        self.changed(&[Change::rows_of(user_id)]);
+        done
+    }
+
+    pub async fn delete_stale_push_tokens(&self, before: i64, limit: i64) -> StoreResult<ByFamily> {
+        let done = self.database.delete_stale_push_tokens(before, limit).await;
+        if !matches!(&done, Ok(deleted) if deleted.total() == 0) {
+            self.changed(&[Change::All]);
+        }
+        done
+    }
+
+    pub async fn import(
+        &self,
+        input: &mut (dyn tokio::io::AsyncBufRead + Send + Unpin),
+    ) -> anyhow::Result<Imported> {
+        let done = self.database.import(input).await;
+        self.changed(&[Change::All]);
+        done
     }
 }
 
@@ -585,7 +806,7 @@ impl std::ops::Deref for Store {
     type Target = dyn Database;
 
     fn deref(&self) -> &Self::Target {
-        &*self.0
+        &*self.database
     }
 }
 

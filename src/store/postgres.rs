@@ -20,10 +20,10 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use super::queries::Queries;
 use super::transfer::{Imported, Transfer};
 use super::{
-    ByFamily, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent, NewSession,
-    NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent,
-    Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult, UserSummary,
-    Written,
+    ByFamily, Channel, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent,
+    NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite,
+    QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult,
+    UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -31,9 +31,6 @@ type Q = Queries<Postgres>;
 /// How recently a pooled connection must have been in use to skip its
 /// liveness check.
 const RECENTLY_USED: Duration = Duration::from_secs(1);
-
-/// The channel of the instances' messages to each other.
-const SIGNALS: &str = "pushtoken";
 
 /// Attempts of a write transaction before its error is returned.
 const WRITE_ATTEMPTS: u32 = 20;
@@ -221,6 +218,10 @@ impl Database for PgStore {
         self.pool.close().await;
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.pool.size(),
@@ -312,6 +313,10 @@ impl Database for PgStore {
         Ok(self
             .write(&(), |conn, _| Box::pin(Q::delete_user(conn, user_id)))
             .await?)
+    }
+
+    async fn push_tokens(&self, family: Family, user_id: i64) -> StoreResult<Vec<PushTokenRow>> {
+        Ok(Q::push_tokens(&mut *self.conn().await?, family, user_id).await?)
     }
 
     async fn session_push_tokens(
@@ -474,23 +479,28 @@ impl Database for PgStore {
             .await?)
     }
 
-    async fn signal(&self, message: &str) -> StoreResult<()> {
+    async fn signal(&self, channel: Channel, message: &str) -> StoreResult<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(SIGNALS)
+            .bind(channel.name())
             .bind(message)
             .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
 
-    async fn signals(&self) -> StoreResult<Option<BoxStream<'static, Option<String>>>> {
+    async fn signals(
+        &self,
+        channel: Channel,
+    ) -> StoreResult<Option<BoxStream<'static, Option<String>>>> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(SIGNALS).await?;
+        listener.listen(channel.name()).await?;
         let messages = futures_util::stream::unfold(listener, |mut listener| async move {
             let message = match listener.try_recv().await {
                 Ok(Some(notification)) => Some(notification.payload().to_owned()),
                 // The connection was lost; the next call makes it again.
                 Ok(None) => None,
+                // The store is closing.
+                Err(sqlx::Error::PoolClosed) => return None,
                 Err(e) => {
                     tracing::warn!(error = %e, "listening for other instances");
                     tokio::time::sleep(Duration::from_secs(1)).await;

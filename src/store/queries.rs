@@ -200,7 +200,7 @@ where
         now: i64,
     ) -> Result<Option<SessionUser>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT s.id AS session_id, s.user_id, u.username FROM sessions s \
+            "SELECT s.id AS session_id, s.user_id, u.username, s.expires_at FROM sessions s \
              JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2",
         )
         .bind(token_hash)
@@ -378,6 +378,22 @@ where
             push_tokens,
             events,
         }))
+    }
+
+    /// The user's rows of `family`, ordered by serial.
+    pub async fn push_tokens(
+        conn: &mut DB::Connection,
+        family: Family,
+        user_id: i64,
+    ) -> Result<Vec<PushTokenRow>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {ROW_COLUMNS} FROM push_tokens WHERE user_id = $1 AND family = $2 \
+             ORDER BY serial"
+        ))
+        .bind(user_id)
+        .bind(family.as_str())
+        .fetch_all(conn)
+        .await
     }
 
     /// The rows of the session's user, in one query: `None` when no

@@ -19,7 +19,7 @@ use super::readers::{Reader, Readers};
 use super::transfer::{Imported, Transfer};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Backend, ByFamily, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent,
+    Backend, ByFamily, Channel, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent,
     NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite,
     QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult,
     UserSummary, Written,
@@ -293,6 +293,10 @@ impl Database for SqliteStore {
             .await?)
     }
 
+    async fn push_tokens(&self, family: Family, user_id: i64) -> StoreResult<Vec<PushTokenRow>> {
+        Ok(Q::push_tokens(&mut *self.reader().await?, family, user_id).await?)
+    }
+
     async fn session_push_tokens(
         &self,
         family: Family,
@@ -522,11 +526,11 @@ impl Database for SqliteStore {
             .await?)
     }
 
-    async fn signal(&self, _: &str) -> StoreResult<()> {
+    async fn signal(&self, _: Channel, _: &str) -> StoreResult<()> {
         Ok(())
     }
 
-    async fn signals(&self) -> StoreResult<Option<BoxStream<'static, Option<String>>>> {
+    async fn signals(&self, _: Channel) -> StoreResult<Option<BoxStream<'static, Option<String>>>> {
         Ok(None)
     }
 }

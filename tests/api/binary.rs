@@ -8,8 +8,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::api::{
-    login_body, push_token, registration, sign_up_body, with, API_KEY, LOGIN, MESSAGE, PASSWORD,
-    RING, SIGN_UP,
+    login_body, push_token, registration, sign_up_body, with, API_KEY, CACHE_LIFETIME, LOGIN,
+    MESSAGE, PASSWORD, RING, SIGN_UP,
 };
 use crate::support::every_database;
 use crate::support::server::{command, sqlite_in, Server};
@@ -515,6 +515,8 @@ async fn user_passwd_revoke_and_delete_act_on_the_user_and_say_what_they_did(dat
 
     let said = stdout_of(run(database_url, &["user", "revoke", "alice_1"]).await);
     assert_eq!(said, format!("2 sessions of alice_1 (id {id}) revoked"));
+    // The server sees another process's change within its cache lifetime.
+    tokio::time::sleep(CACHE_LIFETIME).await;
     for token in [token_of(&first), token_of(&second)] {
         let (status, body) = server.call("GET", RING, Some(&token), None).await;
         assert_eq!((status, &body["message"]), (401, &json!("invalid token")));
@@ -535,6 +537,7 @@ async fn user_passwd_revoke_and_delete_act_on_the_user_and_say_what_they_did(dat
         said,
         format!("password of alice_1 (id {id}) changed; 1 sessions revoked")
     );
+    tokio::time::sleep(CACHE_LIFETIME).await;
     let (status, _) = server
         .call("GET", RING, Some(&token_of(&third)), None)
         .await;

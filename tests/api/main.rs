@@ -7,6 +7,7 @@ mod support;
 
 mod accounts;
 mod binary;
+mod cache;
 mod client_address;
 mod concurrency;
 mod docs;

@@ -40,6 +40,11 @@ pub fn login_body(username: &str, password: &str) -> Value {
     json!({ "username": username, "password": password })
 }
 
+/// How long a server keeps a session or a row list in memory, unless told
+/// otherwise: the longest a change made elsewhere (another instance, a
+/// `pushtoken` command) takes to be seen by it.
+pub const CACHE_LIFETIME: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A valid 64-character push token, distinct for each `n`.
 pub fn push_token(n: u32) -> String {
     format!("{n:064x}")
