@@ -1,13 +1,15 @@
 //! The PostgreSQL backend: a bounded pool shared by any number of server
 //! instances; startup waits for the database to come up. Every query is a
-//! shared one of `queries.rs` but PUT of a push token, one statement
-//! calling the function of migration 0007; a write of several statements runs in a
+//! shared one of `queries.rs` but PUT and POST of a push token, which
+//! gather into batches (`register_in_batches`), each one statement calling
+//! the function of migration 0008; a write of several statements runs in a
 //! transaction that is retried when it lost a race to a concurrent one (a
 //! unique violation, a deadlock, a row gone under it), so the database's
 //! constraints alone keep "one phone token, one row" and unique serials,
 //! across any number of server instances.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -16,6 +18,7 @@ use futures_util::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::sync::{mpsc, oneshot};
 
 use super::queries::Queries;
 use super::transfer::{Imported, Transfer};
@@ -40,6 +43,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// PUTs and POSTs waiting for [`register_in_batches`].
+    registrations: mpsc::UnboundedSender<Registration>,
 }
 
 impl PgStore {
@@ -74,7 +79,17 @@ impl PgStore {
         let mut pause = Duration::from_millis(250);
         loop {
             match sqlx::query("SELECT 1").execute(&pool).await {
-                Ok(_) => return Ok(Self { pool }),
+                Ok(_) => {
+                    let (registrations, queued) = mpsc::unbounded_channel();
+                    let queued = Arc::new(tokio::sync::Mutex::new(queued));
+                    for _ in 0..registering(options.max_connections) {
+                        tokio::spawn(register_in_batches(pool.clone(), queued.clone()));
+                    }
+                    return Ok(Self {
+                        pool,
+                        registrations,
+                    });
+                }
                 Err(e) if started.elapsed() < options.startup_timeout => {
                     tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "database not reachable yet");
                     tokio::time::sleep(pause).await;
@@ -137,50 +152,148 @@ where
     }
 }
 
-/// `PUT {base}/{serial}` in one statement: the function of migration 0007
-/// takes the family's advisory lock, releases the token from any other
-/// row, then updates the row at the serial or creates it, in the
-/// database. Arguments: lock key, user id, family, serial, then the fields
-/// as [`put_row`] binds them.
-const PUT_ROW: &str =
-    "SELECT * FROM pushtoken_put_row($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+/// Most PUTs and POSTs in one batch.
+const MAX_BATCH: usize = 32;
 
-/// Runs [`PUT_ROW`] for `write` at `serial` as one statement, its own
-/// transaction: the row written, and whether it was created (`None`: no
-/// row came back).
-async fn put_row(
+/// How many batches may run at once, on a pool of `max_connections`: half
+/// of it, so that the other half serves reads, and under load the writes
+/// that arrive meanwhile gather into batches instead of each taking a
+/// connection and a commit of its own.
+fn registering(max_connections: u32) -> u32 {
+    (max_connections / 2).max(1)
+}
+
+/// A PUT (`serial`) or POST (`None`) waiting for its batch, and where its
+/// outcome goes: the row written, or `None` for a POST with no serial left.
+struct Registration {
+    write: PushTokenWrite,
+    serial: Option<i64>,
+    done: oneshot::Sender<Result<Option<Written>, sqlx::Error>>,
+}
+
+/// One batch in one statement: the function of migration 0008, whose
+/// arguments are one array per field (item `i` of each is write `i`).
+const REGISTER_ROWS: &str = "SELECT * FROM pushtoken_register_rows\
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Takes the registrations queued, up to [`MAX_BATCH`] at a time, and runs
+/// each batch as one statement (its own transaction), until the store is
+/// dropped. Batches form only under load: a write that finds a task idle
+/// runs at once, alone.
+async fn register_in_batches(
+    pool: PgPool,
+    queued: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Registration>>>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut queued = queued.lock().await;
+            let Some(first) = queued.recv().await else {
+                return;
+            };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queued.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A request that has gone (its deadline passed) is not written.
+        batch.retain(|r| !r.done.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        match retried(|| register_rows(&pool, &batch)).await {
+            Ok(outcomes) => {
+                for (registration, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = registration.done.send(Ok(outcome));
+                }
+            }
+            // Each alone, so that a write that cannot be made fails alone.
+            Err(_) if batch.len() > 1 => {
+                for registration in batch {
+                    let alone = std::slice::from_ref(&registration);
+                    let outcome = retried(|| register_rows(&pool, alone)).await;
+                    let outcome = outcome.map(|mut outcomes| outcomes.pop().flatten());
+                    let _ = registration.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                if let Some(registration) = batch.pop() {
+                    let _ = registration.done.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `batch` as one statement ([`REGISTER_ROWS`]): each write's outcome,
+/// in order.
+async fn register_rows(
     pool: &PgPool,
-    write: &PushTokenWrite,
-    serial: i64,
-) -> Result<Option<Written>, sqlx::Error> {
+    batch: &[Registration],
+) -> Result<Vec<Option<Written>>, sqlx::Error> {
     use sqlx::{FromRow, Row};
-    let input = &write.input;
-    let row = sqlx::query(PUT_ROW)
-        .bind(super::queries::lock_key(write.family, write.user_id))
-        .bind(write.user_id)
-        .bind(write.family.as_str())
-        .bind(serial)
-        .bind(input.push_token.as_str())
-        .bind(input.language.as_str())
-        .bind(input.dev)
-        .bind(input.bundleid.as_deref())
-        .bind(input.os.as_deref())
-        .bind(input.os_token.as_deref())
-        .bind(input.push_platform.as_deref())
-        .bind(input.phone_model.as_deref())
-        .bind(write.default_bundleid.as_str())
-        .bind(write.now)
-        .fetch_optional(pool)
-        .await?;
-    let Some(row) = row else {
-        return Ok(None);
+    let field = |get: fn(&Registration) -> Option<String>| -> Vec<Option<String>> {
+        batch.iter().map(get).collect()
     };
-    let stored = PushTokenRow::from_row(&row)?;
-    Ok(Some(if row.try_get("created")? {
-        Written::Created(stored)
-    } else {
-        Written::Updated(stored)
-    }))
+    let number = |get: fn(&Registration) -> Option<i64>| -> Vec<Option<i64>> {
+        batch.iter().map(get).collect()
+    };
+    let rows = sqlx::query(REGISTER_ROWS)
+        .bind(number(|r| {
+            Some(super::queries::lock_key(r.write.family, r.write.user_id))
+        }))
+        .bind(number(|r| Some(r.write.user_id)))
+        .bind(field(|r| Some(r.write.family.as_str().to_owned())))
+        .bind(number(|r| r.serial))
+        .bind(field(|r| Some(r.write.input.push_token.clone())))
+        .bind(field(|r| Some(r.write.input.language.clone())))
+        .bind(number(|r| r.write.input.dev))
+        .bind(field(|r| r.write.input.bundleid.clone()))
+        .bind(field(|r| r.write.input.os.clone()))
+        .bind(field(|r| r.write.input.os_token.clone()))
+        .bind(field(|r| r.write.input.push_platform.clone()))
+        .bind(field(|r| r.write.input.phone_model.clone()))
+        .bind(field(|r| Some(r.write.default_bundleid.clone())))
+        .bind(number(|r| Some(r.write.now)))
+        .fetch_all(pool)
+        .await?;
+    let mut outcomes: Vec<Option<Written>> = batch.iter().map(|_| None).collect();
+    for row in rows {
+        let item: i32 = row.try_get("item")?;
+        let slot = usize::try_from(item - 1)
+            .ok()
+            .and_then(|i| outcomes.get_mut(i))
+            .ok_or(sqlx::Error::RowNotFound)?;
+        *slot = match row.try_get::<String, _>("outcome")?.as_str() {
+            "created" => Some(Written::Created(PushTokenRow::from_row(&row)?)),
+            "updated" => Some(Written::Updated(PushTokenRow::from_row(&row)?)),
+            _ => None,
+        };
+    }
+    Ok(outcomes)
+}
+
+impl PgStore {
+    /// Queues a PUT or POST for [`register_in_batches`], and waits for it.
+    async fn register(
+        &self,
+        write: PushTokenWrite,
+        serial: Option<i64>,
+    ) -> Result<Option<Written>, sqlx::Error> {
+        let (done, outcome) = oneshot::channel();
+        let registration = Registration {
+            write,
+            serial,
+            done,
+        };
+        self.registrations
+            .send(registration)
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        outcome.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
 }
 
 /// A short random pause before attempt `attempt` of a write, so writers that
@@ -329,12 +442,12 @@ impl Database for PgStore {
     }
 
     async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
-        let written = retried(|| put_row(&self.pool, &write, serial)).await?;
+        let written = self.register(write, Some(serial)).await?;
         Ok(written.ok_or(sqlx::Error::RowNotFound)?)
     }
 
     async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
-        self.write(&write, |conn, write| Box::pin(Q::post_row(conn, write)))
+        self.register(write, None)
             .await?
             .ok_or(StoreError::Conflict("serial"))
     }
