@@ -28,6 +28,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_key BIGINT;
     v_serial BIGINT;
+    v_holder BIGINT;
     v_highest BIGINT;
 BEGIN
     FOR v_key IN SELECT DISTINCT k FROM unnest(p_lock_keys) AS k ORDER BY k LOOP
@@ -36,12 +37,16 @@ BEGIN
     FOR i IN 1 .. cardinality(p_user_ids) LOOP
         v_serial := p_serials[i];
         IF v_serial IS NULL THEN
-            SELECT t.serial INTO v_serial FROM push_tokens t
-                WHERE t.family = p_families[i] AND t.push_token = p_push_tokens[i]
-                    AND t.user_id = p_user_ids[i];
-            IF v_serial IS NULL THEN
-                SELECT MAX(t.serial) INTO v_highest FROM push_tokens t
-                    WHERE t.user_id = p_user_ids[i] AND t.family = p_families[i];
+            -- By the token alone: whose row holds it (the caller's, when
+            -- it is the caller's own).
+            SELECT t.user_id, t.serial INTO v_holder, v_serial FROM push_tokens t
+                WHERE t.push_token = p_push_tokens[i] AND t.family = p_families[i];
+            IF v_holder IS DISTINCT FROM p_user_ids[i] THEN
+                -- Not MAX(serial): planned while the table was small, it
+                -- read all of the user's rows instead of the last one.
+                SELECT t.serial INTO v_highest FROM push_tokens t
+                    WHERE t.user_id = p_user_ids[i] AND t.family = p_families[i]
+                    ORDER BY t.serial DESC LIMIT 1;
                 IF v_highest = 9223372036854775807 THEN
                     RETURN QUERY SELECT i, 'conflict'::TEXT, NULL::BIGINT, NULL::BIGINT,
                         NULL::TEXT, NULL::TEXT, NULL::BIGINT, NULL::TEXT, NULL::TEXT,
@@ -80,3 +85,17 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The one-token-one-row constraint with the token first. Its columns were
+-- (family, push_token), and a plan made while the table was small (every
+-- plan a connection caches in this function, before the first ANALYZE of a
+-- young table) read a user's row at a serial through it by `family` alone,
+-- filtering the whole family: 1.4 ms per statement at 15,000 rows, where
+-- the primary key finds it in microseconds. Led by the token, it serves
+-- only lookups of a token, and the primary key serves the rest. (For the
+-- same reason the function looks a token up by the token alone: with the
+-- user's id beside it, such a plan read all of the user's rows through the
+-- primary key.)
+ALTER TABLE push_tokens ADD CONSTRAINT push_tokens_push_token_family_key
+    UNIQUE (push_token, family);
+ALTER TABLE push_tokens DROP CONSTRAINT push_tokens_family_push_token_key;

@@ -172,6 +172,44 @@ async fn concurrent_puts_at_one_serial_leave_one_row(app: TestApp) {
     assert_eq!(rows[0]["serial"], 5);
 }
 
+/// Writes that arrive together are made together (PostgreSQL runs them as
+/// one batch): a POST refused for want of a serial leaves the others as
+/// they would be alone.
+#[every_backend]
+async fn posts_refused_for_want_of_a_serial_leave_the_writes_beside_them_unharmed(app: TestApp) {
+    let app = Arc::new(app);
+    let (alice, bob) = (app.user("alice_1").await, app.user("bob_222").await);
+    app.put(
+        &format!("{MESSAGE}/{}", i64::MAX),
+        &alice.token,
+        registration(0),
+    )
+    .await
+    .assert_success(StatusCode::CREATED);
+    let mut tasks = Vec::new();
+    for i in 1..=40u32 {
+        let (app, token) = (app.clone(), [&alice, &bob][i as usize % 2].token.clone());
+        tasks.push(tokio::spawn(async move {
+            (i, app.post(MESSAGE, &token, registration(i)).await)
+        }));
+    }
+    for task in tasks {
+        let (i, reply) = task.await.unwrap();
+        if i % 2 == 0 {
+            reply.assert_error(StatusCode::CONFLICT, "serial exist");
+        } else {
+            reply.assert_success(StatusCode::CREATED);
+        }
+    }
+    let serials: HashSet<i64> = rows(&app, MESSAGE, &bob.token)
+        .await
+        .iter()
+        .map(|row| row["serial"].as_i64().unwrap())
+        .collect();
+    assert_eq!(serials, (1..=20).collect());
+    assert_eq!(rows(&app, MESSAGE, &alice.token).await.len(), 1);
+}
+
 #[every_backend]
 async fn session_from_one_instance_is_accepted_by_another(app: TestApp) {
     let other = app.another_instance().await;
