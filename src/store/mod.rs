@@ -641,8 +641,16 @@ impl Store {
         self.database.close().await;
     }
 
-    fn changed(&self, changes: &[Change]) {
+    /// Runs `write`, then records `changes`, whether or not it succeeded
+    /// (a write that failed may have landed all the same).
+    async fn changing<T>(
+        &self,
+        changes: &[Change],
+        write: impl std::future::Future<Output = T>,
+    ) -> T {
+        let done = write.await;
         self.cache.changed(changes);
+        done
     }
 
     pub async fn session_user(
@@ -673,10 +681,9 @@ impl Store {
     }
 
     pub async fn logout(&self, session: &SessionUser) -> StoreResult<()> {
-        let done = self.database.logout(session).await;
         let user = session.user_id;
-        self.changed(&[Change::sessions_of(user), Change::rows_of(user)]);
-        done
+        let changes = [Change::sessions_of(user), Change::rows_of(user)];
+        self.changing(&changes, self.database.logout(session)).await
     }
 
     pub async fn rotate_session(
@@ -692,7 +699,7 @@ impl Store {
             .await?;
         match &rotation {
             Rotation::Rotated(NewSession { user_id, .. }) | Rotation::Reused { user_id, .. } => {
-                self.changed(&[Change::sessions_of(*user_id)])
+                self.cache.changed(&[Change::sessions_of(*user_id)])
             }
             Rotation::Unknown => {}
         }
@@ -705,38 +712,31 @@ impl Store {
         password_hash: &str,
         keep: Option<i64>,
     ) -> StoreResult<u64> {
-        let done = self
-            .database
-            .change_password(user_id, password_hash, keep)
-            .await;
-        self.changed(&[Change::sessions_of(user_id)]);
-        done
+        let write = self.database.change_password(user_id, password_hash, keep);
+        self.changing(&[Change::sessions_of(user_id)], write).await
     }
 
     pub async fn revoke_sessions(&self, user_id: i64) -> StoreResult<u64> {
-        let done = self.database.revoke_sessions(user_id).await;
-        self.changed(&[Change::sessions_of(user_id)]);
-        done
+        let write = self.database.revoke_sessions(user_id);
+        self.changing(&[Change::sessions_of(user_id)], write).await
     }
 
     pub async fn delete_user(&self, user_id: i64) -> StoreResult<Option<DeletedUser>> {
-        let done = self.database.delete_user(user_id).await;
-        self.changed(&[Change::sessions_of(user_id), Change::rows_of(user_id)]);
-        done
+        let changes = [Change::sessions_of(user_id), Change::rows_of(user_id)];
+        self.changing(&changes, self.database.delete_user(user_id))
+            .await
     }
 
     pub async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
         let changes = Self::registered(&write);
-        let done = self.database.put_push_token(write, serial).await;
-        self.changed(&changes);
-        done
+        self.changing(&changes, self.database.put_push_token(write, serial))
+            .await
     }
 
     pub async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
         let changes = Self::registered(&write);
-        let done = self.database.post_push_token(write).await;
-        self.changed(&changes);
-        done
+        self.changing(&changes, self.database.post_push_token(write))
+            .await
     }
 
     /// What a `PUT` or `POST` may change: the writer's rows, and the row of
@@ -754,12 +754,8 @@ impl Store {
         user_id: i64,
         serial: i64,
     ) -> StoreResult<bool> {
-        let done = self
-            .database
-            .delete_push_token(family, user_id, serial)
-            .await;
-        self.changed(&[Change::rows_of(user_id)]);
-        done
+        let write = self.database.delete_push_token(family, user_id, serial);
+        self.changing(&[Change::rows_of(user_id)], write).await
     }
 
     pub async fn prune_push_token(
@@ -770,24 +766,21 @@ impl Store {
         push_token: &str,
         os_token: &str,
     ) -> StoreResult<bool> {
-        let done = self
+        let write = self
             .database
-            .prune_push_token(family, user_id, serial, push_token, os_token)
-            .await;
-        self.changed(&[Change::rows_of(user_id)]);
-        done
+            .prune_push_token(family, user_id, serial, push_token, os_token);
+        self.changing(&[Change::rows_of(user_id)], write).await
     }
 
     pub async fn delete_all_push_tokens(&self, family: Family, user_id: i64) -> StoreResult<u64> {
-        let done = self.database.delete_all_push_tokens(family, user_id).await;
-        self.changed(&[Change::rows_of(user_id)]);
-        done
+        let write = self.database.delete_all_push_tokens(family, user_id);
+        self.changing(&[Change::rows_of(user_id)], write).await
     }
 
     pub async fn delete_stale_push_tokens(&self, before: i64, limit: i64) -> StoreResult<ByFamily> {
         let done = self.database.delete_stale_push_tokens(before, limit).await;
         if !matches!(&done, Ok(deleted) if deleted.total() == 0) {
-            self.changed(&[Change::All]);
+            self.cache.changed(&[Change::All]);
         }
         done
     }
@@ -796,9 +789,8 @@ impl Store {
         &self,
         input: &mut (dyn tokio::io::AsyncBufRead + Send + Unpin),
     ) -> anyhow::Result<Imported> {
-        let done = self.database.import(input).await;
-        self.changed(&[Change::All]);
-        done
+        self.changing(&[Change::All], self.database.import(input))
+            .await
     }
 }
 
