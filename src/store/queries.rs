@@ -48,13 +48,25 @@ pub(super) const DELETE_FAMILY: &str = "DELETE FROM push_tokens WHERE user_id = 
 /// (dev, bundleid, os, os_token, push_platform, phone_model; `NULL` keeps
 /// the stored value), returning the row. `update` is the dialect's verb.
 pub(super) fn update_row_sql(update: &str) -> String {
+    update_sql(update, "serial = $12")
+}
+
+/// The same update of the row of user id `$10` and family `$11` that holds
+/// the token `$1` already (there is one at most), whatever its serial.
+pub(super) fn update_held_row_sql(update: &str) -> String {
+    update_sql(update, "push_token = $1")
+}
+
+/// The update of [`update_row_sql`], of the caller's row for which `row`
+/// holds.
+fn update_sql(update: &str, row: &str) -> String {
     format!(
         "{update} push_tokens SET push_token = $1, language = $2, \
          dev = COALESCE($3, dev), bundleid = COALESCE($4, bundleid), \
          os = COALESCE($5, os), os_token = COALESCE($6, os_token), \
          push_platform = COALESCE($7, push_platform), \
          phone_model = COALESCE($8, phone_model), updated_at = $9 \
-         WHERE user_id = $10 AND family = $11 AND serial = $12 \
+         WHERE user_id = $10 AND family = $11 AND {row} \
          RETURNING {ROW_COLUMNS}"
     )
 }
@@ -420,7 +432,8 @@ where
     /// `POST {base}` (run in one transaction): updates the caller's row
     /// holding the token, or creates one at the caller's next serial.
     /// `None`, with nothing written, when the token is new to the caller and
-    /// every serial up to the largest int64 is taken.
+    /// every serial up to the largest int64 is taken. PostgreSQL's; SQLite
+    /// runs the same as two fixed statements (`POST` in `sqlite.rs`).
     pub async fn post_row(
         conn: &mut DB::Connection,
         write: &PushTokenWrite,
@@ -991,7 +1004,9 @@ impl Dialect for Sqlite {
     /// connection.
     const LOCK_STALE: &'static str = "";
 
-    /// Nothing: the statement storing the row replaces the holder.
+    /// Nothing: the statement storing the row replaces the holder. (The
+    /// shared `post_row` is PostgreSQL's only: SQLite's POST and PUT are
+    /// fixed statements of `sqlite.rs`.)
     async fn release_token(
         _: &mut sqlx::SqliteConnection,
         _: &PushTokenWrite,

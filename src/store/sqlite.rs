@@ -1,8 +1,9 @@
 //! The SQLite backend: one file in WAL mode; reads on a small pool of
 //! connections (`readers.rs`), writes through one writer, on a thread of
-//! its own, that commits them in batches (`writer/`). `PUT` and the
-//! deletes are fixed statements, which the writer runs many to a command;
-//! the other queries are the shared ones of `queries.rs`.
+//! its own, that commits them in batches (`writer/`). `PUT`, `POST` and
+//! the deletes of push tokens are fixed statements, which the writer runs
+//! many to a command; the other queries are the shared ones of
+//! `queries.rs`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,10 +12,13 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
+use sqlx::error::BoxDynError;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Arguments, ConnectOptions, Connection, FromRow, Sqlite, SqliteConnection};
 
-use super::queries::{update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS};
+use super::queries::{
+    update_held_row_sql, update_row_sql, Dialect, Queries, DELETE_FAMILY, DELETE_ONE, ROW_COLUMNS,
+};
 use super::readers::{Reader, Readers};
 use super::transfer::{Imported, Transfer};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
@@ -309,18 +313,7 @@ impl Database for SqliteStore {
     /// Two fixed statements (see [`PUT`]).
     async fn put_push_token(&self, write: PushTokenWrite, serial: i64) -> StoreResult<Written> {
         let bind = move |args: &mut SqliteArguments<'static>| {
-            let input = &write.input;
-            args.add(input.push_token.clone())?;
-            args.add(input.language.clone())?;
-            args.add(input.dev)?;
-            args.add(input.bundleid.clone())?;
-            args.add(input.os.clone())?;
-            args.add(input.os_token.clone())?;
-            args.add(input.push_platform.clone())?;
-            args.add(input.phone_model.clone())?;
-            args.add(write.now)?;
-            args.add(write.user_id)?;
-            args.add(write.family.as_str())?;
+            bind_row(&write, args)?;
             args.add(serial)?;
             args.add(write.default_bundleid.clone())
         };
@@ -330,8 +323,16 @@ impl Database for SqliteStore {
             .await?)
     }
 
+    /// Two fixed statements (see [`POST`]); `Conflict("serial")`, with
+    /// nothing written, when the token is new to the caller and no serial
+    /// is left.
     async fn post_push_token(&self, write: PushTokenWrite) -> StoreResult<Written> {
-        self.write(write, |conn, write| Box::pin(Q::post_row(conn, write)))
+        let bind = move |args: &mut SqliteArguments<'static>| {
+            bind_row(&write, args)?;
+            args.add(write.default_bundleid.clone())
+        };
+        self.writer
+            .write_statements(&POST, bind, post_outcome)
             .await?
             .ok_or(StoreError::Conflict("serial"))
     }
@@ -546,18 +547,91 @@ impl Database for SqliteStore {
 /// default bundleid.
 static PUT: LazyLock<Statements> = LazyLock::new(|| {
     let sql = format!(
-        "{update}; \
-         {insert} INTO push_tokens (user_id, family, serial, push_token, language, \
-         dev, bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
-         SELECT $10, $11, $12, $1, $2, COALESCE($3, 0), COALESCE($4, $13), COALESCE($5, ''), \
-         COALESCE($6, ''), COALESCE($7, ''), COALESCE($8, ''), $9, $9 \
-         WHERE NOT EXISTS (SELECT 1 FROM push_tokens \
-                           WHERE user_id = $10 AND family = $11 AND serial = $12) \
-         RETURNING {ROW_COLUMNS}",
+        "{update}; {insert}",
         update = update_row_sql(Sqlite::UPDATE_ROW),
-        insert = Sqlite::INSERT_ROW,
+        insert = insert_row_sql(
+            "$12",
+            "$13",
+            "WHERE NOT EXISTS (SELECT 1 FROM push_tokens \
+                               WHERE user_id = $10 AND family = $11 AND serial = $12)",
+        ),
     );
     Statements::new("put", &sql)
+});
+
+/// The insert of `PUT` and `POST`: the row of user id `$10`, family `$11`
+/// at `serial` (an expression) holding the token `$1`, language `$2`, the
+/// optional fields `$3` to `$8` (`NULL` takes the default: 0, `bundleid`
+/// the default bundleid `bundleid` (a placeholder), else `''`), created and
+/// updated at `$9`, returning the row. `from_where` (the clauses after the
+/// `SELECT`'s values) decides whether there is a row to insert; `OR
+/// REPLACE` deletes the row that held the token before, in the same
+/// statement.
+fn insert_row_sql(serial: &str, bundleid: &str, from_where: &str) -> String {
+    format!(
+        "{insert} INTO push_tokens (user_id, family, serial, push_token, language, \
+         dev, bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
+         SELECT $10, $11, {serial}, $1, $2, COALESCE($3, 0), COALESCE($4, {bundleid}), \
+         COALESCE($5, ''), COALESCE($6, ''), COALESCE($7, ''), COALESCE($8, ''), $9, $9 \
+         {from_where} \
+         RETURNING {ROW_COLUMNS}",
+        insert = Sqlite::INSERT_ROW,
+    )
+}
+
+/// Binds `$1` to `$11` of `PUT` and `POST`: the token, language, dev,
+/// bundleid, os, os_token, push_platform, phone_model (`NULL` when absent),
+/// now, user id and family.
+fn bind_row(
+    write: &PushTokenWrite,
+    args: &mut SqliteArguments<'static>,
+) -> Result<(), BoxDynError> {
+    let input = &write.input;
+    args.add(input.push_token.clone())?;
+    args.add(input.language.clone())?;
+    args.add(input.dev)?;
+    args.add(input.bundleid.clone())?;
+    args.add(input.os.clone())?;
+    args.add(input.os_token.clone())?;
+    args.add(input.push_platform.clone())?;
+    args.add(input.phone_model.clone())?;
+    args.add(write.now)?;
+    args.add(write.user_id)?;
+    args.add(write.family.as_str())
+}
+
+/// `POST`'s statements, which the token makes exclusive: the caller's row
+/// holding the token, if there is one, is updated (as `PUT` updates); if
+/// there was none, a row is inserted at the caller's highest serial of the
+/// family plus one (1 when they have none), as `PUT` inserts, unless that
+/// highest serial is the largest int64: then neither writes, and the write
+/// is answered `None` (no serial left). The insert's serial is above every
+/// one of the caller's, so its `OR REPLACE` can only delete another user's
+/// row holding the token. The writer runs writes one after another, and the
+/// statements of one in order, so the highest serial the insert reads
+/// counts every earlier write's rows, those of its own batch and command
+/// included; PostgreSQL, whose POSTs run side by side, locks the user's
+/// family instead (`Queries::post_row`). The guard on the largest int64
+/// keeps `MAX(serial) + 1` from overflowing (SQLite would make it a real).
+/// (`MAX` alone in its sub-select reads one entry of the primary key, the
+/// user's highest; inside `COALESCE`, or in a `FROM` sub-select, SQLite
+/// reads all of the user's rows of the family.)
+/// Arguments: those of `PUT` but the serial; `$12` the default bundleid.
+static POST: LazyLock<Statements> = LazyLock::new(|| {
+    let sql = format!(
+        "{update}; {insert}",
+        update = update_held_row_sql(Sqlite::UPDATE_ROW),
+        insert = insert_row_sql(
+            "top.serial + 1",
+            "$12",
+            "FROM (SELECT COALESCE((SELECT MAX(serial) FROM push_tokens \
+                                    WHERE user_id = $10 AND family = $11), 0) AS serial) AS top \
+             WHERE top.serial < 9223372036854775807 \
+             AND NOT EXISTS (SELECT 1 FROM push_tokens \
+                             WHERE user_id = $10 AND family = $11 AND push_token = $1)",
+        ),
+    );
+    Statements::new("post", &sql)
 });
 
 static DELETE_AT: LazyLock<Statements> = LazyLock::new(|| Statements::new("delete-at", DELETE_ONE));
@@ -572,13 +646,449 @@ fn changes(outcomes: &[Outcome]) -> u64 {
 
 /// The updated row, or else the inserted one.
 fn put_outcome(outcomes: Vec<Outcome>) -> Result<Written, sqlx::Error> {
+    written(outcomes)?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// The updated row, or else the inserted one, or `None` when neither
+/// statement wrote (no serial left). `None` is an answer, not a failure:
+/// the write succeeds having changed nothing, and the other writes of its
+/// batch are not rolled back and run again for it.
+fn post_outcome(outcomes: Vec<Outcome>) -> Result<Option<Written>, sqlx::Error> {
+    written(outcomes)
+}
+
+/// The row the first statement (an update) returned, else the one the
+/// second (an insert) returned, if any.
+fn written(outcomes: Vec<Outcome>) -> Result<Option<Written>, sqlx::Error> {
     let mut outcomes = outcomes.into_iter();
     let (updated, inserted) = (outcomes.next(), outcomes.next());
     if let Some(row) = updated.as_ref().and_then(|o| o.rows.first()) {
-        return Ok(Written::Updated(PushTokenRow::from_row(row)?));
+        return Ok(Some(Written::Updated(PushTokenRow::from_row(row)?)));
     }
     match inserted.as_ref().and_then(|o| o.rows.first()) {
-        Some(row) => Ok(Written::Created(PushTokenRow::from_row(row)?)),
-        None => Err(sqlx::Error::RowNotFound),
+        Some(row) => Ok(Some(Written::Created(PushTokenRow::from_row(row)?))),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+
+    use super::*;
+    use crate::model::PushTokenInput;
+
+    const DEFAULT_BUNDLEID: &str = "com.example.default";
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let url = format!("sqlite://{}/store.db", dir.path().display());
+        let options = PoolOptions {
+            max_connections: 2,
+            sqlite_full_sync: false,
+            acquire_timeout: Duration::from_secs(10),
+            startup_timeout: Duration::from_secs(10),
+        };
+        let store = SqliteStore::connect(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    async fn user(store: &SqliteStore, name: &str) -> i64 {
+        let user = NewUser {
+            username: name.to_owned(),
+            password_hash: "x".to_owned(),
+            email: None,
+            phone: None,
+            realm: None,
+        };
+        store.create_user(user, 0).await.unwrap()
+    }
+
+    /// A registration of `token` with the required fields only, at `now`.
+    fn write(family: Family, user_id: i64, token: &str, now: i64) -> PushTokenWrite {
+        PushTokenWrite {
+            family,
+            user_id,
+            input: PushTokenInput {
+                push_token: token.to_owned(),
+                language: "en".to_owned(),
+                dev: None,
+                bundleid: None,
+                os: None,
+                os_token: None,
+                push_platform: None,
+                phone_model: None,
+            },
+            default_bundleid: DEFAULT_BUNDLEID.to_owned(),
+            now,
+        }
+    }
+
+    /// The user's (serial, token) of the family.
+    async fn held(store: &SqliteStore, family: Family, user_id: i64) -> Vec<(i64, String)> {
+        let rows = store.push_tokens(family, user_id).await.unwrap();
+        rows.into_iter().map(|r| (r.serial, r.push_token)).collect()
+    }
+
+    fn created(written: StoreResult<Written>) -> PushTokenRow {
+        match written {
+            Ok(Written::Created(row)) => row,
+            other => panic!("not created: {other:?}"),
+        }
+    }
+
+    fn updated(written: StoreResult<Written>) -> PushTokenRow {
+        match written {
+            Ok(Written::Updated(row)) => row,
+            other => panic!("not updated: {other:?}"),
+        }
+    }
+
+    fn no_serial_left(written: StoreResult<Written>) {
+        assert!(
+            matches!(written, Err(StoreError::Conflict("serial"))),
+            "{written:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn post_of_a_token_the_caller_holds_updates_that_row_keeping_absent_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let alice = user(&store, "alice").await;
+        let mut full = write(Family::Ring, alice, "t1", 10);
+        full.input = PushTokenInput {
+            dev: Some(1),
+            bundleid: Some("com.example.app".into()),
+            os: Some("ios".into()),
+            os_token: Some("os-token".into()),
+            push_platform: Some("apns".into()),
+            phone_model: Some("phone".into()),
+            ..full.input
+        };
+        created(store.put_push_token(full, 5).await);
+        created(
+            store
+                .put_push_token(write(Family::Ring, alice, "t2", 10), 9)
+                .await,
+        );
+
+        let mut again = write(Family::Ring, alice, "t1", 20);
+        again.input.language = "fr".into();
+        again.input.os = Some("android".into());
+        let row = updated(store.post_push_token(again).await);
+        assert_eq!(row.user_id, alice);
+        assert_eq!(row.serial, 5);
+        assert_eq!(row.push_token, "t1");
+        assert_eq!(row.language, "fr");
+        assert_eq!(row.os, "android");
+        assert_eq!(row.dev, 1);
+        assert_eq!(row.bundleid, "com.example.app");
+        assert_eq!(row.os_token, "os-token");
+        assert_eq!(row.push_platform, "apns");
+        assert_eq!(row.phone_model, "phone");
+        assert_eq!((row.created_at, row.updated_at), (10, 20));
+        let listed = store.push_tokens(Family::Ring, alice).await.unwrap();
+        assert_eq!(listed[0], row);
+        assert_eq!(
+            held(&store, Family::Ring, alice).await,
+            [(5, "t1".into()), (9, "t2".into())]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn post_of_a_new_token_creates_a_row_above_the_callers_highest_serial() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        created(
+            store
+                .put_push_token(write(Family::Ring, bob, "b", 1), 100)
+                .await,
+        );
+
+        let row = created(
+            store
+                .post_push_token(write(Family::Ring, alice, "t1", 7))
+                .await,
+        );
+        let defaults = PushTokenRow {
+            user_id: alice,
+            serial: 1,
+            push_token: "t1".into(),
+            language: "en".into(),
+            dev: 0,
+            bundleid: DEFAULT_BUNDLEID.into(),
+            os: String::new(),
+            os_token: String::new(),
+            push_platform: String::new(),
+            phone_model: String::new(),
+            created_at: 7,
+            updated_at: 7,
+        };
+        assert_eq!(row, defaults);
+        let row = created(
+            store
+                .post_push_token(write(Family::Ring, alice, "t2", 7))
+                .await,
+        );
+        assert_eq!(row.serial, 2);
+        // The highest serial counts, not the number of rows.
+        created(
+            store
+                .put_push_token(write(Family::Ring, alice, "t3", 7), 40)
+                .await,
+        );
+        let row = created(
+            store
+                .post_push_token(write(Family::Ring, alice, "t4", 7))
+                .await,
+        );
+        assert_eq!(row.serial, 41);
+        // Only serial 0 held: the next is 1.
+        created(
+            store
+                .put_push_token(write(Family::Message, bob, "m0", 7), 0)
+                .await,
+        );
+        let row = created(
+            store
+                .post_push_token(write(Family::Message, bob, "m1", 7))
+                .await,
+        );
+        assert_eq!(row.serial, 1);
+        // Each family and each user counts alone.
+        let row = created(
+            store
+                .post_push_token(write(Family::Message, alice, "m2", 7))
+                .await,
+        );
+        assert_eq!(row.serial, 1);
+        assert_eq!(
+            held(&store, Family::Ring, alice).await,
+            [
+                (1, "t1".into()),
+                (2, "t2".into()),
+                (40, "t3".into()),
+                (41, "t4".into())
+            ]
+        );
+        assert_eq!(held(&store, Family::Ring, bob).await, [(100, "b".into())]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn post_of_a_token_another_user_holds_takes_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        created(
+            store
+                .put_push_token(write(Family::Ring, alice, "a", 1), 1)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Ring, bob, "shared", 1), 1)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Ring, bob, "b", 1), 2)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Message, bob, "shared", 1), 1)
+                .await,
+        );
+
+        let row = created(
+            store
+                .post_push_token(write(Family::Ring, alice, "shared", 2))
+                .await,
+        );
+        assert_eq!((row.user_id, row.serial), (alice, 2));
+        assert_eq!(
+            held(&store, Family::Ring, alice).await,
+            [(1, "a".into()), (2, "shared".into())]
+        );
+        assert_eq!(held(&store, Family::Ring, bob).await, [(2, "b".into())]);
+        // The other family's row of the token is another row.
+        assert_eq!(
+            held(&store, Family::Message, bob).await,
+            [(1, "shared".into())]
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn post_with_no_serial_left_is_a_conflict_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        created(
+            store
+                .put_push_token(write(Family::Ring, alice, "top", 1), i64::MAX)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Ring, alice, "low", 1), 3)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Ring, bob, "bobs", 1), 1)
+                .await,
+        );
+
+        no_serial_left(
+            store
+                .post_push_token(write(Family::Ring, alice, "new", 2))
+                .await,
+        );
+        // Another user's token stays theirs: nothing was inserted, so
+        // nothing was replaced.
+        no_serial_left(
+            store
+                .post_push_token(write(Family::Ring, alice, "bobs", 2))
+                .await,
+        );
+        assert_eq!(
+            held(&store, Family::Ring, alice).await,
+            [(3, "low".into()), (i64::MAX, "top".into())]
+        );
+        assert_eq!(held(&store, Family::Ring, bob).await, [(1, "bobs".into())]);
+        // A token the caller holds is updated all the same.
+        let row = updated(
+            store
+                .post_push_token(write(Family::Ring, alice, "top", 3))
+                .await,
+        );
+        assert_eq!((row.serial, row.updated_at), (i64::MAX, 3));
+        let row = updated(
+            store
+                .post_push_token(write(Family::Ring, alice, "low", 3))
+                .await,
+        );
+        assert_eq!((row.serial, row.updated_at), (3, 3));
+        // The other family has serials left.
+        let row = created(
+            store
+                .post_push_token(write(Family::Message, alice, "new", 3))
+                .await,
+        );
+        assert_eq!(row.serial, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn posts_in_one_batch_see_each_other_and_a_conflict_undoes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let carol = user(&store, "carol").await;
+        created(
+            store
+                .put_push_token(write(Family::Ring, alice, "top", 1), i64::MAX)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Ring, carol, "c1", 1), 1)
+                .await,
+        );
+        created(
+            store
+                .put_push_token(write(Family::Ring, carol, "c2", 1), 2)
+                .await,
+        );
+
+        // A write that holds the writer until released, so that the writes
+        // below queue meanwhile and are taken into one batch together.
+        let started = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let hold = {
+            let (started, release) = (started.clone(), release.clone());
+            let writer = store.writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |_| {
+                        let (started, release) = (started.clone(), release.clone());
+                        Box::pin(async move {
+                            started.notify_one();
+                            let _ = release.acquire().await;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        let (batches, writes) = store.writer.committed();
+
+        let spawn_post = |write: PushTokenWrite| {
+            let store = store.clone();
+            tokio::spawn(async move { store.post_push_token(write).await })
+        };
+        let mut posts = vec![spawn_post(write(Family::Ring, alice, "new", 2))];
+        // Bob's POSTs share commands: each reads the serials of those
+        // before it.
+        posts.extend((1..=20).map(|n| spawn_post(write(Family::Ring, bob, &format!("b{n}"), 2))));
+        // A takeover of carol's token, and an update of bob's first row.
+        posts.push(spawn_post(write(Family::Ring, bob, "c1", 2)));
+        posts.push(spawn_post(write(Family::Ring, bob, "b1", 3)));
+        let put = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_push_token(write(Family::Ring, carol, "c3", 2), 7)
+                    .await
+            })
+        };
+        let queued = posts.len() + 1;
+        while store.writer.queued() < queued {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        release.add_permits(1);
+        hold.await.unwrap().unwrap();
+        let mut posts = join_all(posts).await.into_iter().map(|p| p.unwrap());
+        created(put.await.unwrap());
+
+        no_serial_left(posts.next().unwrap());
+        for n in 1..=20 {
+            let row = created(posts.next().unwrap());
+            assert_eq!((row.serial, row.push_token), (n, format!("b{n}")));
+        }
+        assert_eq!(created(posts.next().unwrap()).serial, 21);
+        let row = updated(posts.next().unwrap());
+        assert_eq!((row.serial, row.created_at, row.updated_at), (1, 2, 3));
+
+        // The holding write's batch, then one of all the others, the
+        // conflict among them: none failed (a failed write would be left
+        // out of the count, its batch run again without it).
+        let (after, written) = store.writer.committed();
+        assert_eq!(after, batches + 2);
+        assert_eq!(written, writes + 1 + queued as u64);
+        assert_eq!(
+            held(&store, Family::Ring, alice).await,
+            [(i64::MAX, "top".into())]
+        );
+        let mut bobs: Vec<(i64, String)> = (1..=20).map(|n| (n, format!("b{n}"))).collect();
+        bobs.push((21, "c1".into()));
+        assert_eq!(held(&store, Family::Ring, bob).await, bobs);
+        assert_eq!(
+            held(&store, Family::Ring, carol).await,
+            [(2, "c2".into()), (7, "c3".into())]
+        );
+        store.close().await;
     }
 }

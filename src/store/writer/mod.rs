@@ -7,9 +7,10 @@
 //! Its interface is [`Writer`]: `start` it on a connection, then `write` a
 //! function of the connection (for writes whose later statements depend on
 //! earlier results) or `write_statements` of a fixed kind ([`Statements`];
-//! `PUT` and the deletes are), `committed` for the counts, `close` to
-//! finish. Fixed writes of one kind run many to a command (`fixed.rs`, the
-//! only code that knows how); the functions run one after another.
+//! `PUT`, `POST` and the deletes of push tokens are), `committed` for the
+//! counts, `close` to finish. Fixed writes of one kind run many to a
+//! command (`fixed.rs`, the only code that knows how); the functions run
+//! one after another.
 //!
 //! A write that fails rolls its batch back, is answered with its error, and
 //! the batch runs again without it, so each write lands whole or not at all
@@ -283,6 +284,12 @@ impl Writer {
         // No answer: dropped unrun (deadline passed, or the batch could not
         // begin).
         answered.await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    }
+
+    /// Writes sent and not yet taken into a batch.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// Waits for the queued writes, then closes the connection.

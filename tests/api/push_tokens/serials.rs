@@ -58,6 +58,35 @@ async fn post_after_serial_zero_only_is_serial_one(app: TestApp) {
 }
 
 #[every_backend]
+async fn post_with_no_serial_left_is_serial_exist_and_changes_nothing(app: TestApp) {
+    let alice = app.user("alice_1").await;
+    let bob = app.user("bob_22").await;
+    for base in FAMILIES {
+        put_new_row(&app, base, i64::MAX, &alice.token, 1).await;
+        put_new_row(&app, base, 2, &alice.token, 2).await;
+        put_new_row(&app, base, 1, &bob.token, 3).await;
+        // A new token, and another user's token: no serial for either,
+        // and bob keeps his.
+        for n in [4, 3] {
+            app.post(base, &alice.token, registration(n))
+                .await
+                .assert_error(StatusCode::CONFLICT, "serial exist");
+        }
+        assert_eq!(
+            held(&app, base, &alice.token).await,
+            vec![(2, push_token(2)), (i64::MAX, push_token(1))]
+        );
+        assert_eq!(held(&app, base, &bob.token).await, vec![(1, push_token(3))]);
+        // A token alice holds is updated where it is.
+        for (n, serial) in [(1, i64::MAX), (2, 2)] {
+            let reply = app.post(base, &alice.token, registration(n)).await;
+            reply.assert_success(StatusCode::OK);
+            assert_eq!(reply.body["serial"], serial);
+        }
+    }
+}
+
+#[every_backend]
 async fn put_accepts_serial_zero_and_leading_zeros(app: TestApp) {
     let user = app.user("alice_1").await;
     for base in FAMILIES {
