@@ -196,24 +196,3 @@ async fn put_accepts_the_largest_int64_serial(app: TestApp) {
         assert_eq!(held(&app, base, &user.token).await, vec![]);
     }
 }
-
-#[every_backend]
-async fn post_with_no_serial_left_is_refused_with_409_and_writes_nothing(app: TestApp) {
-    let user = app.user("alice_1").await;
-    for base in FAMILIES {
-        app.put(&at(base, i64::MAX), &user.token, registration(1))
-            .await
-            .assert_success(StatusCode::CREATED);
-        app.post(base, &user.token, registration(2))
-            .await
-            .assert_error(StatusCode::CONFLICT, "serial exist");
-        // The caller's own token is updated where it is, all the same.
-        app.post(base, &user.token, registration(1))
-            .await
-            .assert_success(StatusCode::OK);
-        assert_eq!(
-            held(&app, base, &user.token).await,
-            vec![(i64::MAX, push_token(1))]
-        );
-    }
-}
