@@ -12,7 +12,6 @@
 //! that makes concurrent writes to one user's family queue (PostgreSQL's
 //! advisory lock; SQLite runs every write on one connection anyway).
 
-use std::future::Future;
 use std::marker::PhantomData;
 
 use sqlx::postgres::PgQueryResult;
@@ -21,8 +20,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgr
 
 use super::{
     ByFamily, Credentials, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
-    PurgedEvents, PushTokenRow, PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser,
-    SocketClient, Stats, UserSummary, Written,
+    PurgedEvents, PushTokenRow, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats,
+    UserSummary,
 };
 
 /// Queue rows taken off in one statement (SQLite allows 32,766 arguments).
@@ -67,17 +66,6 @@ fn update_sql(update: &str, row: &str) -> String {
          push_platform = COALESCE($7, push_platform), \
          phone_model = COALESCE($8, phone_model), updated_at = $9 \
          WHERE user_id = $10 AND family = $11 AND {row} \
-         RETURNING {ROW_COLUMNS}"
-    )
-}
-
-/// Inserts a row: user id `$1`, family `$2`, serial `$3`, then the fields
-/// in [`ROW_COLUMNS`] order, `$12` the time of creation and of update.
-fn insert_row_sql(insert: &str) -> String {
-    format!(
-        "{insert} INTO push_tokens (user_id, family, serial, push_token, language, dev, \
-         bundleid, os, os_token, push_platform, phone_model, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
          RETURNING {ROW_COLUMNS}"
     )
 }
@@ -427,97 +415,6 @@ where
         .fetch_all(conn)
         .await?;
         Ok(SessionTokenRow::collect(found))
-    }
-
-    /// `POST {base}` (run in one transaction): updates the caller's row
-    /// holding the token, or creates one at the caller's next serial.
-    /// `None`, with nothing written, when the token is new to the caller and
-    /// every serial up to the largest int64 is taken. PostgreSQL's; SQLite
-    /// runs the same as two fixed statements (`POST` in `sqlite.rs`).
-    pub async fn post_row(
-        conn: &mut DB::Connection,
-        write: &PushTokenWrite,
-    ) -> Result<Option<Written>, sqlx::Error> {
-        DB::lock_family(conn, write.family, write.user_id).await?;
-        // The caller's row holding the token, and the caller's highest serial.
-        let (held, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT serial FROM push_tokens \
-                     WHERE family = $1 AND push_token = $2 AND user_id = $3), \
-                    (SELECT MAX(serial) FROM push_tokens \
-                     WHERE user_id = $3 AND family = $1)",
-        )
-        .bind(write.family.as_str())
-        .bind(write.input.push_token.as_str())
-        .bind(write.user_id)
-        .fetch_one(&mut *conn)
-        .await?;
-        let serial = match (held, highest) {
-            (Some(serial), _) => serial,
-            (None, None) => 1,
-            (None, Some(n)) => match n.checked_add(1) {
-                Some(next) => next,
-                None => return Ok(None),
-            },
-        };
-        DB::release_token(conn, write, serial).await?;
-        if held.is_some() {
-            let row = Self::update_row(conn, write, serial).await?;
-            row.map(|row| Some(Written::Updated(row)))
-                .ok_or(sqlx::Error::RowNotFound)
-        } else {
-            let row = Self::insert_row(conn, write, serial).await?;
-            Ok(Some(Written::Created(row)))
-        }
-    }
-
-    /// Updates the row at `serial` (absent optional fields keep their
-    /// stored values); `None` when there is none.
-    async fn update_row(
-        conn: &mut DB::Connection,
-        write: &PushTokenWrite,
-        serial: i64,
-    ) -> Result<Option<PushTokenRow>, sqlx::Error> {
-        let input = &write.input;
-        sqlx::query_as(&update_row_sql(DB::UPDATE_ROW))
-            .bind(input.push_token.as_str())
-            .bind(input.language.as_str())
-            .bind(input.dev)
-            .bind(input.bundleid.as_deref())
-            .bind(input.os.as_deref())
-            .bind(input.os_token.as_deref())
-            .bind(input.push_platform.as_deref())
-            .bind(input.phone_model.as_deref())
-            .bind(write.now)
-            .bind(write.user_id)
-            .bind(write.family.as_str())
-            .bind(serial)
-            .fetch_optional(conn)
-            .await
-    }
-
-    /// Inserts the row at `serial`; absent optional fields take their
-    /// defaults.
-    async fn insert_row(
-        conn: &mut DB::Connection,
-        write: &PushTokenWrite,
-        serial: i64,
-    ) -> Result<PushTokenRow, sqlx::Error> {
-        let input = &write.input;
-        sqlx::query_as(&insert_row_sql(DB::INSERT_ROW))
-            .bind(write.user_id)
-            .bind(write.family.as_str())
-            .bind(serial)
-            .bind(input.push_token.as_str())
-            .bind(input.language.as_str())
-            .bind(input.dev.unwrap_or(0))
-            .bind(input.bundleid.as_deref().unwrap_or(&write.default_bundleid))
-            .bind(input.os.as_deref().unwrap_or(""))
-            .bind(input.os_token.as_deref().unwrap_or(""))
-            .bind(input.push_platform.as_deref().unwrap_or(""))
-            .bind(input.phone_model.as_deref().unwrap_or(""))
-            .bind(write.now)
-            .fetch_one(conn)
-            .await
     }
 
     /// `DELETE {base}/{serial}`: whether there was such a row.
@@ -972,24 +869,6 @@ pub(super) trait Dialect: sqlx::Database {
     /// kept), and skips a row a write holds at that moment.
     const LOCK_STALE: &'static str;
 
-    /// Frees the write's push token from every row of its family that
-    /// holds it, but the caller's row at `serial`, before that row is
-    /// stored.
-    fn release_token<'c>(
-        conn: &'c mut Self::Connection,
-        write: &'c PushTokenWrite,
-        serial: i64,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'c;
-
-    /// Makes the writes to one user's family wait for each other until the
-    /// transaction ends, so concurrent POSTs read the highest serial one
-    /// after another instead of colliding.
-    fn lock_family(
-        conn: &mut Self::Connection,
-        family: Family,
-        user_id: i64,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + '_;
-
     /// Rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 }
@@ -1003,27 +882,6 @@ impl Dialect for Sqlite {
     /// Nothing: the sweep is a write like any other, on the one write
     /// connection.
     const LOCK_STALE: &'static str = "";
-
-    /// Nothing: the statement storing the row replaces the holder. (The
-    /// shared `post_row` is PostgreSQL's only: SQLite's POST and PUT are
-    /// fixed statements of `sqlite.rs`.)
-    async fn release_token(
-        _: &mut sqlx::SqliteConnection,
-        _: &PushTokenWrite,
-        _: i64,
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
-    /// Nothing: every write runs on the one write connection, one after
-    /// another.
-    async fn lock_family(
-        _: &mut sqlx::SqliteConnection,
-        _: Family,
-        _: i64,
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
@@ -1044,40 +902,6 @@ impl Dialect for Postgres {
     const UPDATE_ROW: &'static str = "UPDATE";
     const INSERT_ROW: &'static str = "INSERT";
     const LOCK_STALE: &'static str = "FOR UPDATE SKIP LOCKED";
-
-    /// A DELETE of its own: PostgreSQL has no `OR REPLACE`.
-    async fn release_token(
-        conn: &mut sqlx::PgConnection,
-        write: &PushTokenWrite,
-        serial: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "DELETE FROM push_tokens WHERE family = $1 AND push_token = $2 \
-             AND NOT (user_id = $3 AND serial = $4)",
-        )
-        .bind(write.family.as_str())
-        .bind(write.input.push_token.as_str())
-        .bind(write.user_id)
-        .bind(serial)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-
-    /// A transaction-scoped advisory lock. (Lock keys: `user_id * 2 +
-    /// family`, distinct for every user id below 2^62; pushtoken takes no
-    /// other advisory locks.)
-    async fn lock_family(
-        conn: &mut sqlx::PgConnection,
-        family: Family,
-        user_id: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock_key(family, user_id))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()

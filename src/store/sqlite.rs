@@ -611,7 +611,7 @@ fn bind_row(
 /// statements of one in order, so the highest serial the insert reads
 /// counts every earlier write's rows, those of its own batch and command
 /// included; PostgreSQL, whose POSTs run side by side, locks the user's
-/// family instead (`Queries::post_row`). The guard on the largest int64
+/// family instead (`pushtoken_register_rows`, migration 0008). The guard on the largest int64
 /// keeps `MAX(serial) + 1` from overflowing (SQLite would make it a real).
 /// (`MAX` alone in its sub-select reads one entry of the primary key, the
 /// user's highest; inside `COALESCE`, or in a `FROM` sub-select, SQLite
