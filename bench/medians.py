@@ -34,7 +34,9 @@ def ratio(a, b):
 def figures(rows):
     ceiling = rps(rows, backend="ceiling", label="load", conns=32)
     pgbench = rps(rows, backend="postgres", label="pgbench", conns=32)
-    hashes = rps(rows, label="hashrate", threads=1)
+    # The login ceiling: Argon2 on every core, as the server hashes.
+    hashing = [r for r in rows if r.get("label") == "hashrate"]
+    hashes = max(hashing, key=lambda r: r["threads"])["rps"] if hashing else None
     out = []
     for b in ("sqlite", "postgres"):
         get = rps(rows, backend=b, label="load", scenario="get", conns=32)
@@ -51,7 +53,7 @@ def figures(rows):
         out.append((f"{b}: GET beside a login flood / GET alone", 0.8, ratio(under, alone)))
     for b in ("sqlite", "postgres"):
         login = rps(rows, backend=b, label="load", scenario="login", conns=32)
-        out.append((f"{b}: login at 32 conns / Argon2 on 1 thread (reported)", None, ratio(login, hashes)))
+        out.append((f"{b}: login at 32 conns / Argon2 on every core (reported)", None, ratio(login, hashes)))
     out.append(("typed ceiling at 32 conns, req/s", None, ceiling))
     out.append(("pgbench at 32 clients, tx/s", None, pgbench))
     for b in ("sqlite", "postgres"):

@@ -33,6 +33,13 @@ def find(**kw):
     return hits[-1] if hits else None
 
 
+def hash_ceiling():
+    """The login ceiling: Argon2 on the most threads measured (every core),
+    as the server hashes on one thread a core."""
+    hashing = [r for r in rows if r.get("label") == "hashrate"]
+    return max(hashing, key=lambda r: r["threads"]) if hashing else None
+
+
 def half_peak(backend, scenario):
     """The paced runs of a scenario: the one with the median p99, with the
     count and every p99 (ms) attached."""
@@ -120,7 +127,7 @@ if meta.get("mode", "main") == "main":
         raw_tx_rps = raw_tx and raw_tx["rps"]
         p(f"## {b}\n")
         p("Ratios: GET to the HTTP ceiling (typed rows) at the same connection count; "
-          "login to the Argon2 hash rate on one thread (the server hashes on its cores minus one); "
+          "login to the Argon2 hash rate on every core (the server hashes on one low-priority thread a core); "
           "PUT/POST/DELETE to the raw single-connection upsert rate (on-conflict; tx in brackets), "
           "and on PostgreSQL to pgbench's rate at the same client count. "
           "p99 ratio: to the HTTP ceiling's p99 at the same connection count. "
@@ -135,8 +142,8 @@ if meta.get("mode", "main") == "main":
                 ceil = find(backend="ceiling", label="load", conns=c)
                 pgb = find(backend="postgres", label="pgbench", conns=c)
                 if s == "login":
-                    h1 = find(label="hashrate", threads=1)
-                    rat = f"{f(ratio(r['rps'], h1 and h1['rps']), 2)} of 1-thread hashing"
+                    hc = hash_ceiling()
+                    rat = f"{f(ratio(r['rps'], hc and hc['rps']), 2)} of hashing on {hc and hc['threads']} threads"
                 elif s == "get":
                     rat = f(ratio(r["rps"], ceil and ceil["rps"]), 3)
                 else:
@@ -206,9 +213,9 @@ if meta.get("mode", "main") == "main":
             rga = g['rps'] / alone['rps']
             p(f"| {b}: GET under a login flood ≥ 0.8 × GET alone (32 conns) | {rga:.3f}, p99 {g['p99_ms']:.2f} ms | {'yes' if rga >= 0.8 else 'no'} |")
         lg = find(backend=b, label="load", scenario="login", conns=32)
-        h1 = find(label="hashrate", threads=1)
-        if lg and h1:
-            p(f"| {b}: login at 32 conns against the 1-thread Argon2 rate (reported) | {lg['rps']:,.1f} / {h1['rps']:,.1f} = {lg['rps'] / h1['rps']:.2f} | — |")
+        hc = hash_ceiling()
+        if lg and hc:
+            p(f"| {b}: login at 32 conns against the Argon2 rate on {hc['threads']} threads (reported) | {lg['rps']:,.1f} / {hc['rps']:,.1f} = {lg['rps'] / hc['rps']:.2f} | — |")
     p("")
 elif meta.get("mode") == "push":
     med = statistics.median

@@ -1,5 +1,5 @@
-//! Password hashing (Argon2id, off the async threads, admitted up to a
-//! bound) and the opaque random secrets used as session tokens and refresh
+//! Password hashing (Argon2id, on low-priority threads of its own, admitted
+//! up to a bound) and the opaque random secrets used as session tokens and refresh
 //! keys.
 
 use std::sync::Arc;
@@ -13,16 +13,18 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Hashes and verifies passwords on the blocking pool, on at most all cores
-/// but one at a time (one on a 1- or 2-core machine), so a burst of logins
-/// leaves a core to the other routes and holds at most that many 19 MiB
-/// Argon2 blocks. A hash is admitted ([`Passwords::admit`]) while fewer
-/// than the queue's length wait: a flood of logins is refused at once
-/// rather than held, each holding its place in the server's in-flight cap.
+/// Hashes and verifies passwords on threads of their own, one a core, each
+/// at the lowest scheduling priority (nice 19): a hash uses whatever CPU the
+/// other routes leave, so a flood of logins cannot slow a GET, and an idle
+/// server still hashes on every core. A hash is admitted
+/// ([`Passwords::admit`]) while fewer than the queue's length wait: a flood
+/// of logins is refused at once rather than held, each holding its place in
+/// the server's in-flight cap; at most one 19 MiB Argon2 block a thread is
+/// held.
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
-    permits: Arc<Semaphore>,
+    workers: Arc<Workers>,
     /// Places of the hashes waiting or running.
     places: Arc<Semaphore>,
     /// A hash of a random password, verified when the user does not exist so
@@ -30,16 +32,86 @@ pub struct Passwords {
     dummy: Arc<String>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads and the queue they take their work from. Dropping the
+/// last sender (with the last [`Passwords`]) ends them.
+struct Workers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Workers {
+    fn start(count: usize) -> anyhow::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..count {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("pushtoken-hash-{index}"))
+                .spawn(move || {
+                    lowest_priority();
+                    loop {
+                        // The lock is held only while waiting for a job, never
+                        // while running one.
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .context("starting a password hashing thread")?;
+        }
+        Ok(Self { jobs })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone (its request cancelled): nothing to do.
+            let _ = done.send(work());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("password hashing closed"))?;
+        result.await.context("password hashing thread")
+    }
+}
+
+/// Puts the calling thread at nice 19. On Linux a thread's nice value is its
+/// own, so only the hashing threads are lowered; raising one's own nice value
+/// needs no privilege. Elsewhere, or if refused, hashing runs at the normal
+/// priority.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes plain integers and touches no memory of
+        // ours; `who` 0 with PRIO_PROCESS is the calling thread on Linux.
+        let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        if status != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the priority of a password hashing thread"
+            );
+        }
+    }
+}
+
 impl Passwords {
     /// Hashes at `params`, with at most `queue` waiting besides those
     /// running.
     pub fn new(params: Params, queue: usize) -> anyhow::Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let workers = cores.saturating_sub(1).max(1);
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let dummy = hash_blocking(&params, &hex::encode(random_bytes()))?;
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(workers)),
+            workers: Arc::new(Workers::start(workers)?),
             places: Arc::new(Semaphore::new(workers + queue)),
             dummy: Arc::new(dummy),
         })
@@ -56,13 +128,16 @@ impl Passwords {
 
     async fn hash(&self, password: String) -> anyhow::Result<String> {
         let params = self.params.clone();
-        self.run(move || hash_blocking(&params, &password)).await?
+        self.workers
+            .run(move || hash_blocking(&params, &password))
+            .await?
     }
 
     async fn verify(&self, password: String, hash: Option<String>) -> anyhow::Result<bool> {
         let exists = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let ok = self
+            .workers
             .run(move || {
                 let parsed = PasswordHash::new(&hash)
                     .map_err(|e| anyhow::anyhow!("stored password hash: {e}"))?;
@@ -74,20 +149,6 @@ impl Passwords {
             })
             .await??;
         Ok(ok && exists)
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("password hashing closed")?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .context("password hashing task")
     }
 }
 
@@ -152,6 +213,67 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cheap() -> Params {
+        Params::new(8, 1, 1, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_password_hashed_by_the_pool_verifies_and_a_wrong_one_does_not() {
+        let passwords = Passwords::new(cheap(), 4).unwrap();
+        let admitted = passwords.admit().unwrap();
+        let hash = admitted.hash("correct horse".into()).await.unwrap();
+        assert!(admitted
+            .verify("correct horse".into(), Some(hash.clone()))
+            .await
+            .unwrap());
+        assert!(!admitted
+            .verify("wrong horse".into(), Some(hash))
+            .await
+            .unwrap());
+        // A missing user is refused whatever the password.
+        assert!(!admitted.verify("anything".into(), None).await.unwrap());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_at_the_lowest_priority_and_the_callers_thread_keeps_its_own() {
+        let passwords = Passwords::new(cheap(), 4).unwrap();
+        // SAFETY: getpriority reads the calling thread's nice value.
+        let here = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let there = passwords
+            .workers
+            .run(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+            .await
+            .unwrap();
+        assert_eq!(there, 19);
+        // SAFETY: as above.
+        let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(here, after, "the caller's thread was lowered too");
+    }
+
+    #[test]
+    fn admission_stops_at_the_threads_and_the_queue_and_resumes_when_a_place_frees() {
+        let passwords = Passwords::new(cheap(), 2).unwrap();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let held: Vec<_> = (0..threads + 2)
+            .map(|_| passwords.admit().expect("a free place"))
+            .collect();
+        assert!(passwords.admit().is_none());
+        drop(held);
+        assert!(passwords.admit().is_some());
+    }
+
+    #[tokio::test]
+    async fn many_hashes_at_once_all_complete() {
+        let passwords = Passwords::new(cheap(), 64).unwrap();
+        let hashes = futures_util::future::join_all((0..32).map(|i| {
+            let admitted = passwords.admit().unwrap();
+            async move { admitted.hash(format!("password {i}")).await }
+        }))
+        .await;
+        assert_eq!(hashes.iter().filter(|h| h.is_ok()).count(), 32);
+    }
 
     #[test]
     fn constant_time_eq_tells_equal_texts_from_any_other() {

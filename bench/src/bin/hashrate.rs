@@ -1,8 +1,8 @@
 //! The login ceiling: how many Argon2id hashes per second the machine makes
 //! with the server's parameters (`argon2::Params::default()`: 19 MiB, 2
-//! passes, 1 lane), on 1 thread (the server hashes on its cores minus one:
-//! 1 on 2 cores) and on every core. A login verifies one hash, which costs
-//! what making one costs.
+//! passes, 1 lane), on 1 thread and on every core (the server hashes on one
+//! low-priority thread a core, so every core is its ceiling). A login
+//! verifies one hash, which costs what making one costs.
 //!
 //! Usage: hashrate [--duration SECS] [--threads N]   (default 5 s, 1 thread)
 //! Prints `{"label":"hashrate","threads":N,"hashes":H,"secs":S,"rps":R}`.
