@@ -6,7 +6,9 @@ Usage: report.py results.jsonl [backend=explain.txt ...]
 Modes: main (below), growth (empty vs bulk-loaded database), push (idle
 push-socket connections' memory; notify throughput and delivery latency),
 providers (notify throughput and delivery latency to APNs and FCM stand-ins,
-and the connections the server opened to them).
+and the connections the server opened to them), staleness (how long after a
+change answered by one instance another on the same PostgreSQL database
+shows it, per cache lifetime).
 
 Ceilings (measured in the same run):
   - GET and login: the minimal axum handler serialising typed rows
@@ -86,6 +88,14 @@ elif meta.get("mode") == "providers":
       f"{meta.get('provider_rounds')} rounds; load generator and stand-ins in one process on "
       f"{meta.get('loadgen_threads')} thread(s) on the same machine; load average at the start {meta.get('load')}; "
       f"commit {meta.get('commit')}"
+      + (f"; server environment `{meta['server_env']}`" if meta.get("server_env") else ""))
+elif meta.get("mode") == "staleness":
+    p(f"- two instances on one PostgreSQL database, cache lifetimes {meta.get('lifetimes')}, "
+      f"{meta.get('staleness_rounds')} rounds each (fresh database and instances), {meta.get('staleness_changes')} "
+      f"changes per round, B's GETs "
+      + (f"{meta['poll_us']} µs apart" if meta.get("poll_us") else "one right after another")
+      + "; the measuring client on one thread on the same machine; load average at the start "
+      f"{meta.get('load')}; commit {meta.get('commit')}"
       + (f"; server environment `{meta['server_env']}`" if meta.get("server_env") else ""))
 else:
     p(f"- {meta.get('duration')} s per measurement, load spread over {meta.get('users')} users, "
@@ -375,6 +385,38 @@ elif meta.get("mode") == "providers":
         shares = ", ".join(f"{r['bench_cpu_share']:.2f}" for r in runs_all if r.get("bench_cpu_share") is not None)
         p(f"Load average (1 min) at the end of the runs: {min(loads):.2f}–{max(loads):.2f}. "
           f"Bench process CPU share (1.0 = one core), each run in order: {shares}.\n")
+elif meta.get("mode") == "staleness":
+    med = statistics.median
+    runs_all = [r for r in rows if r.get("scenario") == "staleness"]
+    lifetimes = []
+    for r in runs_all:
+        if r["lifetime"] not in lifetimes:
+            lifetimes.append(r["lifetime"])
+    p("## Staleness across instances\n")
+    p("Each change: `PUT /v1/api/user/token/1` through instance A with a new push token, then `GET "
+      "/v1/api/user/token` through instance B, one after another on one keep-alive connection, until an answer "
+      "holds it. Staleness: from A's answer read to the first B answer holding the change read (one GET round "
+      "trip included; its p50 is shown). Before each change, one GET on B, which must still show the last change "
+      "(else *went back*), so that B holds the row list freshly read. *Unseen*: not shown within 5 s. "
+      "*Stale after the lifetime*: changes of which B answered without them to a GET sent more than the lifetime "
+      "after A's answer. With a lifetime of 60 s only the `NOTIFY` path brings a change across within the 5 s.\n")
+    for lt in lifetimes:
+        runs = [r for r in runs_all if r["lifetime"] == lt]
+        p(f"### Cache lifetime {lt}\n")
+        p("| round | changes seen | p50 ms | p90 ms | p99 ms | max ms | mean ms | GET on B p50 ms | GETs per change | "
+          "unseen | stale after the lifetime | went back | errors |")
+        p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in runs:
+            p(f"| {r.get('round', '—')} | {r['count']:,} of {r['changes']:,} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+              f"{r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['mean_ms']:.2f} | {r['get_p50_ms']:.3f} | "
+              f"{r['polls_per_change']:.1f} | {r['unseen']} | {r['stale_after_lifetime']} | {r['went_back']} | {r['errors']} |")
+        p(f"| **median** | — | **{med([r['p50_ms'] for r in runs]):.2f}** | {med([r['p90_ms'] for r in runs]):.2f} | "
+          f"**{med([r['p99_ms'] for r in runs]):.2f}** | **{med([r['max_ms'] for r in runs]):.2f}** | "
+          f"{med([r['mean_ms'] for r in runs]):.2f} | {med([r['get_p50_ms'] for r in runs]):.3f} | "
+          f"{med([r['polls_per_change'] for r in runs]):.1f} | {sum(r['unseen'] for r in runs)} | "
+          f"{sum(r['stale_after_lifetime'] for r in runs)} | {sum(r['went_back'] for r in runs)} | "
+          f"{sum(r['errors'] for r in runs)} |")
+        p("")
 else:
     p("## Growth: almost empty vs bulk-loaded database, 32 connections\n")
     p("Medians over the rounds (empty and large alternate); the last column lists each round's large / empty.\n")
