@@ -82,3 +82,71 @@ for i, (label, target, _) in enumerate(runs[0]):
     verdict = "—" if target is None or median is None else ("yes" if median >= target else "no")
     goal = "reported" if target is None else f"≥ {target}"
     print(f"| {label} | " + " | ".join(show(v) for v in values) + f" | {show(median)} | {goal} | {verdict} |")
+
+
+# Every closed-loop figure of the runs, one table per backend: the median
+# req/s over the runs, and the median of each run's own ratio to its
+# ceiling (GET: the typed HTTP ceiling at the same connection count; PUT,
+# POST, DELETE on PostgreSQL: pgbench at the same client count; login: Argon2
+# on every core).
+every = [load(path) for path in sys.argv[1:]]
+
+
+def med(values):
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def ceiling_of(rows, backend, scenario, conns):
+    if scenario == "get":
+        return rps(rows, backend="ceiling", label="load", conns=conns)
+    if scenario == "login":
+        hashing = [r for r in rows if r.get("label") == "hashrate"]
+        return max(hashing, key=lambda r: r["threads"])["rps"] if hashing else None
+    if backend == "postgres":
+        return rps(rows, backend="postgres", label="pgbench", conns=conns)
+    return None
+
+
+print("\n### Ceilings (medians over the runs)\n")
+print("| ceiling | conns | req/s (median) | each run |")
+print("|---|---:|---:|---|")
+for label, kw in (("HTTP, typed rows", dict(backend="ceiling", label="load")),
+                  ("HTTP, `json!` tree", dict(backend="ceiling-json", label="load")),
+                  ("pgbench upsert", dict(backend="postgres", label="pgbench"))):
+    for c in (1, 32, 256):
+        values = [rps(rows, conns=c, **kw) for rows in every]
+        if any(v is not None for v in values):
+            print(f"| {label} | {c} | {show(med(values))} | {', '.join(show(v) for v in values)} |")
+for t in sorted({r["threads"] for rows in every for r in rows if r.get("label") == "hashrate"}):
+    values = [rps(rows, label="hashrate", threads=t) for rows in every]
+    print(f"| Argon2id hashes, {t} thread(s) | — | {show(med(values))} | {', '.join(show(v) for v in values)} |")
+
+for b in ("sqlite", "postgres"):
+    if not any(find(rows, backend=b, label="load") for rows in every):
+        continue
+    print(f"\n### {b} (medians over the runs)\n")
+    print("| scenario | conns | req/s | ratio to its ceiling | each run's ratio | p99 ms |")
+    print("|---|---:|---:|---:|---|---:|")
+    for s in ("get", "put", "post", "delete", "login"):
+        for c in (1, 32, 256):
+            hits = [find(rows, backend=b, label="load", scenario=s, conns=c) for rows in every]
+            if not any(hits):
+                continue
+            ratios = [ratio(h and h["rps"], ceiling_of(rows, b, s, c)) for h, rows in zip(hits, every)]
+            print(f"| {s} | {c} | {show(med([h and h['rps'] for h in hits]))} | {show(med(ratios))} | "
+                  f"{', '.join(show(r) for r in ratios)} | {show(med([h and h['p99_ms'] for h in hits]))} |")
+    for s in ("get", "put"):
+        hits = [find(rows, backend=b, label="half-peak", scenario=s) for rows in every]
+        if any(hits):
+            p99s = [statistics.median([r["p99_ms"] for r in rows if r.get("backend") == b
+                                        and r.get("label") == "half-peak" and r.get("scenario") == s])
+                    for rows in every if find(rows, backend=b, label="half-peak", scenario=s)]
+            print(f"| {s} paced at half its peak | {hits[0]['conns']} | {show(med([h and h['rps'] for h in hits]))} | — | "
+                  f"each run's median p99: {', '.join(show(p) for p in p99s)} | {show(med(p99s))} |")
+    hits = [find(rows, backend=b, label="under-login", scenario="get") for rows in every]
+    if any(hits):
+        alone = [rps(rows, backend=b, label="load", scenario="get", conns=32) for rows in every]
+        ratios = [ratio(h and h["rps"], a) for h, a in zip(hits, alone)]
+        print(f"| get beside a login flood (to GET alone) | 32 | {show(med([h and h['rps'] for h in hits]))} | "
+              f"{show(med(ratios))} | {', '.join(show(r) for r in ratios)} | {show(med([h and h['p99_ms'] for h in hits]))} |")
