@@ -103,6 +103,41 @@ impl Http {
         Ok(())
     }
 
+    /// Signs a user up with the registration key `apikey`, logs them in,
+    /// and returns the session token.
+    pub async fn sign_up_and_log_in(
+        &mut self,
+        username: &str,
+        password: &str,
+        apikey: &str,
+    ) -> Result<String> {
+        let body =
+            serde_json::json!({"username": username, "password": password, "apikey": apikey});
+        let (s, b) = self
+            .send(Method::POST, "/v1/api/user", &[], Some(body.to_string()))
+            .await?;
+        if s != StatusCode::CREATED {
+            anyhow::bail!("sign-up {username}: {s} {}", String::from_utf8_lossy(&b));
+        }
+        let body = serde_json::json!({"username": username, "password": password});
+        let (s, b) = self
+            .send(
+                Method::POST,
+                "/v1/api/user/login",
+                &[],
+                Some(body.to_string()),
+            )
+            .await?;
+        if s != StatusCode::CREATED {
+            anyhow::bail!("login {username}: {s} {}", String::from_utf8_lossy(&b));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&b)?;
+        Ok(v["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no token in the login answer"))?
+            .to_owned())
+    }
+
     /// Sends one request and reads the whole answer, within
     /// [`REQUEST_WITHIN`].
     pub async fn send(

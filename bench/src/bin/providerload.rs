@@ -585,30 +585,9 @@ async fn setup_users(
                 }
                 let username = format!("{prefix}_{}_{i:05}", provider.name());
                 let password = format!("pw_{i:06}_x");
-                let body = json!({"username": username, "password": password, "apikey": apikey});
-                let (s, b) = http
-                    .send(Method::POST, "/v1/api/user", &[], Some(body.to_string()))
+                let session = http
+                    .sign_up_and_log_in(&username, &password, &apikey)
                     .await?;
-                if s != StatusCode::CREATED {
-                    bail!("sign-up {username}: {s} {}", String::from_utf8_lossy(&b));
-                }
-                let body = json!({"username": username, "password": password});
-                let (s, b) = http
-                    .send(
-                        Method::POST,
-                        "/v1/api/user/login",
-                        &[],
-                        Some(body.to_string()),
-                    )
-                    .await?;
-                if s != StatusCode::CREATED {
-                    bail!("login {username}: {s} {}", String::from_utf8_lossy(&b));
-                }
-                let v: Value = serde_json::from_slice(&b)?;
-                let session = v["token"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("no token in the login answer"))?
-                    .to_owned();
                 let (s, b) = http
                     .send(
                         Method::PUT,

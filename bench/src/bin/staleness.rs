@@ -31,7 +31,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use hyper::{Method, StatusCode};
 use pushtoken_bench::{histogram, max_ms, micros, ms, Args, Http};
 use serde::Serialize;
@@ -98,30 +98,7 @@ async fn run(args: &Args) -> Result<()> {
 
     let username = format!("{prefix}_1");
     let password = "stale_pw_1";
-    let body = serde_json::json!({"username": username, "password": password, "apikey": apikey});
-    let (s, r) = a
-        .send(Method::POST, "/v1/api/user", &[], Some(body.to_string()))
-        .await?;
-    if s != StatusCode::CREATED {
-        bail!("sign-up {username}: {s} {}", String::from_utf8_lossy(&r));
-    }
-    let body = serde_json::json!({"username": username, "password": password});
-    let (s, r) = a
-        .send(
-            Method::POST,
-            "/v1/api/user/login",
-            &[],
-            Some(body.to_string()),
-        )
-        .await?;
-    if s != StatusCode::CREATED {
-        bail!("login {username}: {s} {}", String::from_utf8_lossy(&r));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&r)?;
-    let session = v["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no token in the login answer"))?
-        .to_string();
+    let session = a.sign_up_and_log_in(&username, password, apikey).await?;
     let auth = [("token", session.as_str())];
 
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
