@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Hashes and verifies passwords on threads of their own, one a core, each
-/// at the lowest scheduling priority (nice 19): a hash uses whatever CPU the
-/// other routes leave, so a flood of logins cannot slow a GET, and an idle
+/// at the lowest scheduling priority (nice 19 and `SCHED_IDLE`): a hash uses
+/// whatever CPU the other routes leave, so a flood of logins cannot slow a GET, and an idle
 /// server still hashes on every core. A hash is admitted
 /// ([`Passwords::admit`]) while fewer than the queue's length wait: a flood
 /// of logins is refused at once rather than held, each holding its place in
@@ -84,10 +84,14 @@ impl Workers {
     }
 }
 
-/// Puts the calling thread at nice 19. On Linux a thread's nice value is its
-/// own, so only the hashing threads are lowered; raising one's own nice value
-/// needs no privilege. Elsewhere, or if refused, hashing runs at the normal
-/// priority.
+/// Puts the calling thread at the lowest priority there is: nice 19, and on
+/// Linux the `SCHED_IDLE` policy, under which a thread runs only on a core
+/// that nothing else wants and gives the core up as soon as another thread
+/// wakes there (at nice 19 a thread still gets about 1.5% of a busy core and
+/// waits out its slice before a waking thread runs). On Linux a thread's nice
+/// value and policy are its own, so only the hashing threads are lowered;
+/// lowering one's own priority needs no privilege. Elsewhere, or if refused,
+/// hashing runs at the normal priority, or at nice 19 alone.
 fn lowest_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -98,6 +102,16 @@ fn lowest_priority() {
             tracing::warn!(
                 error = %std::io::Error::last_os_error(),
                 "could not lower the priority of a password hashing thread"
+            );
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` outlives the call, which only reads it; pid 0 is
+        // the calling thread.
+        let status = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if status != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "could not put a password hashing thread on the idle scheduling policy"
             );
         }
     }
@@ -247,6 +261,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(there, 19);
+        // SAFETY: sched_getscheduler reads the calling thread's policy.
+        let policy = passwords
+            .workers
+            .run(|| unsafe { libc::sched_getscheduler(0) })
+            .await
+            .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE);
+        // SAFETY: as above.
+        let ours = unsafe { libc::sched_getscheduler(0) };
+        assert_eq!(
+            ours,
+            libc::SCHED_OTHER,
+            "the caller's thread changed policy"
+        );
         // SAFETY: as above.
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(here, after, "the caller's thread was lowered too");
