@@ -468,9 +468,25 @@ impl Database for SqliteStore {
         Ok(Q::recipients(&mut *self.reader().await?, user_id, family).await?)
     }
 
+    /// Two fixed statements (see [`RECORD_EVENT`]): events recorded
+    /// together share commands, as PUTs do.
     async fn record_event(&self, event: NewEvent) -> StoreResult<i64> {
+        let queue =
+            serde_json::to_string(&event.queue).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let bind = move |args: &mut SqliteArguments<'static>| {
+            args.add(event.user_id)?;
+            args.add(event.family.as_str())?;
+            args.add(event.kind.clone())?;
+            args.add(event.uid.clone())?;
+            args.add(event.time)?;
+            args.add(event.body.clone())?;
+            args.add(event.created_at)?;
+            args.add(event.recorded_ms)?;
+            args.add(queue.clone())
+        };
         Ok(self
-            .write(event, |conn, event| Box::pin(Q::record_event(conn, event)))
+            .writer
+            .write_statements(&RECORD_EVENT, bind, recorded_id)
             .await?)
     }
 
@@ -502,11 +518,19 @@ impl Database for SqliteStore {
         Ok(Q::queued_events(&mut *self.reader().await?, token, now).await?)
     }
 
+    /// One fixed statement (see [`UNQUEUE`]).
     async fn unqueue_events(&self, token: &str, sent: Vec<i64>) -> StoreResult<()> {
+        let (token, sent) = (
+            token.to_owned(),
+            serde_json::to_string(&sent).map_err(|e| sqlx::Error::Encode(e.into()))?,
+        );
+        let bind = move |args: &mut SqliteArguments<'static>| {
+            args.add(token.clone())?;
+            args.add(sent.clone())
+        };
         Ok(self
-            .write((token.to_owned(), sent), |conn, (token, sent)| {
-                Box::pin(Q::unqueue_events(conn, token, sent))
-            })
+            .writer
+            .write_statements(&UNQUEUE, bind, |_| Ok(()))
             .await?)
     }
 
@@ -634,6 +658,33 @@ static POST: LazyLock<Statements> = LazyLock::new(|| {
     Statements::new("post", &sql)
 });
 
+/// `record_event`'s statements: the event (user id `$1`, family `$2`,
+/// type `$3`, uid `$4`, time `$5`, body `$6`, created at `$7`, recorded at
+/// `$8` ms), returning its id, then its queue rows, one for each `[token,
+/// expires_at]` pair of the JSON array `$9`. The queue rows name the
+/// highest event id, which is the event's own: the writer runs writes one
+/// after another, and the statements of one in order.
+static RECORD_EVENT: LazyLock<Statements> = LazyLock::new(|| {
+    Statements::new(
+        "record-event",
+        "INSERT INTO events (user_id, family, type, uid, time, body, created_at, recorded_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id; \
+         INSERT INTO queued_events (token, event_id, expires_at) \
+         SELECT q.value ->> 0, (SELECT MAX(id) FROM events), q.value ->> 1 \
+         FROM json_each($9) AS q",
+    )
+});
+
+/// Takes the events whose ids the JSON array `$2` lists off token `$1`'s
+/// queue, those and no other (see `Queries::unqueue_events`).
+static UNQUEUE: LazyLock<Statements> = LazyLock::new(|| {
+    Statements::new(
+        "unqueue",
+        "DELETE FROM queued_events \
+         WHERE token = $1 AND event_id IN (SELECT value FROM json_each($2))",
+    )
+});
+
 static DELETE_AT: LazyLock<Statements> = LazyLock::new(|| Statements::new("delete-at", DELETE_ONE));
 
 static DELETE_ALL: LazyLock<Statements> =
@@ -642,6 +693,15 @@ static DELETE_ALL: LazyLock<Statements> =
 /// Rows the statements changed.
 fn changes(outcomes: &[Outcome]) -> u64 {
     outcomes.iter().map(|o| o.changes).sum()
+}
+
+/// The id `RECORD_EVENT`'s insert returned.
+fn recorded_id(outcomes: Vec<Outcome>) -> Result<i64, sqlx::Error> {
+    use sqlx::Row;
+    match outcomes.first().and_then(|o| o.rows.first()) {
+        Some(row) => row.try_get(0),
+        None => Err(sqlx::Error::RowNotFound),
+    }
 }
 
 /// The updated row, or else the inserted one.
@@ -1089,6 +1149,96 @@ mod tests {
             held(&store, Family::Ring, carol).await,
             [(2, "c2".into()), (7, "c3".into())]
         );
+        store.close().await;
+    }
+
+    /// An event for `user_id` queued for `tokens`, expiring at 100.
+    fn event(user_id: i64, n: i64, tokens: &[String]) -> NewEvent {
+        NewEvent {
+            user_id,
+            family: Family::Ring,
+            kind: "call".to_owned(),
+            uid: format!("door-{n}"),
+            time: n,
+            body: format!("{{\"n\":{n}}}"),
+            created_at: 1,
+            recorded_ms: 1000,
+            queue: tokens.iter().map(|t| (t.clone(), 100)).collect(),
+        }
+    }
+
+    /// (token, event id) of every queue row, in that order.
+    async fn queue_rows(store: &SqliteStore) -> Vec<(String, i64)> {
+        sqlx::query_as("SELECT token, event_id FROM queued_events ORDER BY token, event_id")
+            .fetch_all(&mut *store.reader().await.unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn events_recorded_together_each_queue_under_their_own_id_and_unqueue_takes_only_those_sent(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let alice = user(&store, "alice").await;
+        let bob = user(&store, "bob").await;
+        let (batches, _) = store.writer.committed();
+
+        // 40 events at once, so that the writer takes many into one
+        // command; event n is queued for n % 3 tokens of its own.
+        let tokens =
+            |n: i64| -> Vec<String> { (0..n % 3).map(|k| format!("t{n:02}-{k}")).collect() };
+        let recorded = join_all((0..40).map(|n| {
+            let store = store.clone();
+            let user_id = if n % 2 == 0 { alice } else { bob };
+            async move { store.record_event(event(user_id, n, &tokens(n))).await }
+        }))
+        .await;
+        let ids: Vec<i64> = recorded.into_iter().map(Result::unwrap).collect();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 40);
+        let (after, _) = store.writer.committed();
+        assert!(
+            after - batches < 40,
+            "{} batches for 40 events",
+            after - batches
+        );
+
+        let mut expected: Vec<(String, i64)> = (0..40)
+            .flat_map(|n| tokens(n).into_iter().map(move |t| (t, n)))
+            .map(|(t, n)| (t, ids[n as usize]))
+            .collect();
+        expected.sort();
+        assert_eq!(queue_rows(&store).await, expected);
+        // Each id names its own event.
+        for (n, id) in ids.iter().enumerate() {
+            let (uid, user_id): (String, i64) =
+                sqlx::query_as("SELECT uid, user_id FROM events WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *store.reader().await.unwrap())
+                    .await
+                    .unwrap();
+            let owner = if n % 2 == 0 { alice } else { bob };
+            assert_eq!((uid, user_id), (format!("door-{n}"), owner));
+        }
+
+        // A token queued for two events: taking one off leaves the other,
+        // and another token's rows.
+        let shared = vec!["shared".to_owned()];
+        let first = store.record_event(event(alice, 50, &shared)).await.unwrap();
+        let second = store.record_event(event(alice, 51, &shared)).await.unwrap();
+        store
+            .unqueue_events("shared", vec![first, ids[1]])
+            .await
+            .unwrap();
+        let rows = queue_rows(&store).await;
+        assert!(rows.contains(&("shared".to_owned(), second)));
+        assert!(!rows.contains(&("shared".to_owned(), first)));
+        assert!(rows.contains(&("t01-0".to_owned(), ids[1])));
+        store.unqueue_events("shared", vec![]).await.unwrap();
+        assert_eq!(queue_rows(&store).await.len(), expected.len() + 1);
         store.close().await;
     }
 }
