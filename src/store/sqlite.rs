@@ -1,9 +1,9 @@
 //! The SQLite backend: one file in WAL mode; reads on a small pool of
 //! connections (`readers.rs`), writes through one writer, on a thread of
-//! its own, that commits them in batches (`writer/`). `PUT`, `POST` and
-//! the deletes of push tokens are fixed statements, which the writer runs
-//! many to a command; the other queries are the shared ones of
-//! `queries.rs`.
+//! its own, that commits them in batches (`writer/`). `PUT`, `POST`, the
+//! deletes of push tokens and the events' writes are fixed statements,
+//! which the writer runs many to a command; the other queries are the
+//! shared ones of `queries.rs`.
 
 use std::path::Path;
 use std::str::FromStr;

@@ -7,10 +7,10 @@
 //! Its interface is [`Writer`]: `start` it on a connection, then `write` a
 //! function of the connection (for writes whose later statements depend on
 //! earlier results) or `write_statements` of a fixed kind ([`Statements`];
-//! `PUT`, `POST` and the deletes of push tokens are), `committed` for the
-//! counts, `close` to finish. Fixed writes of one kind run many to a
-//! command (`fixed.rs`, the only code that knows how); the functions run
-//! one after another.
+//! `PUT`, `POST`, the deletes of push tokens and the events' writes are),
+//! `committed` for the counts, `close` to finish. Fixed writes of one kind
+//! run many to a command (`fixed.rs`, the only code that knows how); the
+//! functions run one after another.
 //!
 //! A write that fails rolls its batch back, is answered with its error, and
 //! the batch runs again without it, so each write lands whole or not at all
