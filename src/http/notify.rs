@@ -15,6 +15,7 @@ use crate::http::schema::{BadRequest, ErrorBody, PayloadTooLarge, RequestTimeout
 use crate::http::AppState;
 use crate::model::{Notify, NotifyRequest, NotifyUser};
 use crate::providers::Tallies;
+use crate::store::UserKey;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(notify))
@@ -87,17 +88,32 @@ async fn notify(
         Some(_) => {}
     }
     let JsonObject(body) = body?;
-    let user_id = match Notify::user(&body)? {
-        NotifyUser::Id(id) => state.store.user_exists(id).await?.then_some(id),
-        NotifyUser::Login(name) => state.store.find_credentials(&name).await?.map(|c| c.id),
-    }
-    .ok_or(Error::NoData)?;
+    let user = Notify::user(&body)?;
+    let key = match &user {
+        NotifyUser::Id(id) => UserKey::Id(*id),
+        NotifyUser::Login(name) => UserKey::Login(name),
+    };
     let Notify {
         family, event, ttl, ..
-    } = Notify::parse(&body)?;
-    let delivery = state.push.deliver(user_id, family, event, ttl).await?;
+    } = match Notify::parse(&body) {
+        Ok(notify) => notify,
+        // A user that does not exist is reported before the rest.
+        Err(e) => {
+            let exists = match key {
+                UserKey::Id(id) => state.store.user_exists(id).await?,
+                UserKey::Login(name) => state.store.find_credentials(name).await?.is_some(),
+            };
+            return Err(if exists { e } else { Error::NoData });
+        }
+    };
+    // The user is looked up with their tokens, in one read.
+    let delivery = state
+        .push
+        .deliver(key, family, event, ttl)
+        .await?
+        .ok_or(Error::NoData)?;
     tracing::info!(
-        user_id,
+        user_id = delivery.user_id,
         event_id = delivery.id,
         family = family.as_str(),
         delivered = delivery.delivered,

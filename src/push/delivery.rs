@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{Frame, Hub, Out, EVENT};
 use crate::providers::{route, Outcome, Push, Route, Tallies};
-use crate::store::{Channel, Family, NewEvent, StoreResult};
+use crate::store::{Channel, Family, NewEvent, StoreResult, UserKey};
 use crate::{unix_now, unix_now_ms};
 
 /// How long an event for a connection held now waits for that connection
@@ -70,6 +70,8 @@ const PROVIDERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// family counted once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivery {
+    /// The user it was sent to.
+    pub user_id: i64,
     /// The event's id.
     pub id: i64,
     /// Socket tokens whose connection (on any instance) was told to send
@@ -100,15 +102,20 @@ fn payload_bytes(payload: &Map<String, Value>) -> bytes::Bytes {
 
 impl Hub {
     /// Records `event` for the user's tokens of `family` and sends it on
-    /// its way. `event` holds `type` and `uid` (checked); its `time` is
-    /// added when it has none; `ttl` is in seconds.
+    /// its way; `None` when there is no such user. `event` holds `type` and
+    /// `uid` (checked); its `time` is added when it has none; `ttl` is in
+    /// seconds.
     pub async fn deliver(
         &self,
-        user_id: i64,
+        user: UserKey<'_>,
         family: Family,
         mut event: Map<String, Value>,
         ttl: i64,
-    ) -> StoreResult<Delivery> {
+    ) -> StoreResult<Option<Delivery>> {
+        // The user and their tokens in one read.
+        let Some((user_id, recipients)) = self.store.recipients(user, family).await? else {
+            return Ok(None);
+        };
         let now = unix_now();
         let time = match event.get("time").and_then(Value::as_i64) {
             Some(time) => time,
@@ -121,7 +128,6 @@ impl Hub {
         };
         let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or_default();
         let (kind, uid) = (text("type").to_owned(), text("uid").to_owned());
-        let recipients = self.store.recipients(user_id, family).await?;
         let mut skipped = 0;
         let mut queue = Vec::new();
         // Tokens whose connection an instance holds, tokens waiting, and
@@ -211,6 +217,7 @@ impl Hub {
         metrics::counter!("pushtoken_events_total", "family" => family.as_str()).increment(1);
         count_outcome(family.as_str(), "queued", waiting.len() as u64);
         let mut delivery = Delivery {
+            user_id,
             id,
             delivered: live.len() as u64,
             queued: waiting.len() as u64,
@@ -235,7 +242,7 @@ impl Hub {
                 _ => delivery.queued += 1,
             }
         }
-        Ok(delivery)
+        Ok(Some(delivery))
     }
 
     /// Tells `instance` to `what` (`drain` or `close`) its connection for

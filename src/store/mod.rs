@@ -226,8 +226,54 @@ pub struct NewEvent {
     pub queue: Vec<(String, i64)>,
 }
 
+/// Whom an event is for: a user's id, or a login name (username, email or
+/// phone).
+#[derive(Clone, Copy, Debug)]
+pub enum UserKey<'a> {
+    Id(i64),
+    Login(&'a str),
+}
+
+/// A user's push tokens of a family, as delivery sees them: the row of
+/// each, or the user alone (every column `NULL` but the id) when they hold
+/// none.
+#[derive(sqlx::FromRow)]
+pub struct RecipientRow {
+    pub user_id: i64,
+    pub serial: Option<i64>,
+    pub push_token: Option<String>,
+    pub socket: bool,
+    pub held_by: Option<String>,
+    pub dev: Option<i64>,
+    pub bundleid: Option<String>,
+    pub os_token: Option<String>,
+    pub push_platform: Option<String>,
+}
+
+/// The user's id and their recipients from the rows of one
+/// [`RecipientRow`] read; `None` when it found no user.
+pub fn recipients_of(rows: Vec<RecipientRow>) -> Option<(i64, Vec<Recipient>)> {
+    let user_id = rows.first()?.user_id;
+    let recipients = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(Recipient {
+                serial: row.serial?,
+                push_token: row.push_token?,
+                socket: row.socket,
+                held_by: row.held_by,
+                dev: row.dev.unwrap_or_default(),
+                bundleid: row.bundleid.unwrap_or_default(),
+                os_token: row.os_token.unwrap_or_default(),
+                push_platform: row.push_platform.unwrap_or_default(),
+            })
+        })
+        .collect();
+    Some((user_id, recipients))
+}
+
 /// A push token of a user, as delivery sees it.
-#[derive(sqlx::FromRow, Clone)]
+#[derive(Clone)]
 pub struct Recipient {
     pub serial: i64,
     pub push_token: String,
@@ -524,9 +570,14 @@ pub trait Database: Send + Sync + std::fmt::Debug {
     /// The user's password hash, `None` when there is no such user.
     async fn password_hash(&self, id: i64) -> StoreResult<Option<String>>;
 
-    /// The user's push tokens of `family`, ordered by serial, with which
-    /// the push socket issued and which connections are held (by whom).
-    async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>>;
+    /// The user's id and their push tokens of `family`, ordered by serial,
+    /// with which the push socket issued and which connections are held
+    /// (by whom), in one read; `None` when there is no such user.
+    async fn recipients(
+        &self,
+        user: UserKey<'_>,
+        family: Family,
+    ) -> StoreResult<Option<(i64, Vec<Recipient>)>>;
 
     /// Records an event and queues it for its tokens, at once; its id.
     async fn record_event(&self, event: NewEvent) -> StoreResult<i64>;

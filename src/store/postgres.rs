@@ -23,10 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::queries::Queries;
 use super::transfer::{Imported, Transfer};
 use super::{
-    ByFamily, Channel, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent,
-    NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite,
-    QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult,
-    UserSummary, Written,
+    recipients_of, ByFamily, Channel, Credentials, Database, DeletedUser, EventRecord, Family,
+    NewEvent, NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow,
+    PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError,
+    StoreResult, UserKey, UserSummary, Written,
 };
 
 type Q = Queries<Postgres>;
@@ -544,8 +544,13 @@ impl Database for PgStore {
         Ok(Q::prune_push_token(conn, family, user_id, serial, push_token, os_token).await?)
     }
 
-    async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {
-        Ok(Q::recipients(&mut *self.conn().await?, user_id, family).await?)
+    async fn recipients(
+        &self,
+        user: UserKey<'_>,
+        family: Family,
+    ) -> StoreResult<Option<(i64, Vec<Recipient>)>> {
+        let rows = Q::recipients(&mut *self.conn().await?, user, family).await?;
+        Ok(recipients_of(rows))
     }
 
     async fn record_event(&self, event: NewEvent) -> StoreResult<i64> {

@@ -20,8 +20,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Postgr
 
 use super::{
     ByFamily, Credentials, DeletedUser, EventRecord, Family, NewEvent, NewSession, NewUser,
-    PurgedEvents, PushTokenRow, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats,
-    UserSummary,
+    PurgedEvents, PushTokenRow, QueuedEvent, RecipientRow, Rotation, SessionUser, SocketClient,
+    Stats, UserKey, UserSummary,
 };
 
 /// Queue rows taken off in one statement (SQLite allows 32,766 arguments).
@@ -90,7 +90,7 @@ where
     for<'r> SessionUser: FromRow<'r, DB::Row>,
     for<'r> PushTokenRow: FromRow<'r, DB::Row>,
     for<'r> SessionTokenRow: FromRow<'r, DB::Row>,
-    for<'r> Recipient: FromRow<'r, DB::Row>,
+    for<'r> RecipientRow: FromRow<'r, DB::Row>,
     for<'r> QueuedEvent: FromRow<'r, DB::Row>,
     for<'r> EventRecord: FromRow<'r, DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -593,25 +593,43 @@ where
             .await
     }
 
-    /// The user's push tokens of `family`, ordered by serial: which the
-    /// push socket issued, and the instance holding each one's connection.
+    /// The user's id and push tokens of `family`, ordered by serial: which
+    /// the push socket issued, and the instance holding each one's
+    /// connection. One row with the id alone when the user holds none; no
+    /// row when there is no such user (a login name is looked up as
+    /// `find_credentials` does).
     pub async fn recipients(
         conn: &mut DB::Connection,
-        user_id: i64,
+        user: UserKey<'_>,
         family: Family,
-    ) -> Result<Vec<Recipient>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT p.serial, p.push_token, s.token IS NOT NULL AS socket, \
-             c.instance AS held_by, p.dev, p.bundleid, p.os_token, p.push_platform \
-             FROM push_tokens p \
-             LEFT JOIN socket_clients s ON s.token = p.push_token \
-             LEFT JOIN socket_connections c ON c.token = p.push_token \
-             WHERE p.user_id = $1 AND p.family = $2 ORDER BY p.serial",
-        )
-        .bind(user_id)
-        .bind(family.as_str())
-        .fetch_all(conn)
-        .await
+    ) -> Result<Vec<RecipientRow>, sqlx::Error> {
+        macro_rules! tokens_of {
+            ($users:literal) => {
+                concat!(
+                    "WITH u AS (",
+                    $users,
+                    ") SELECT u.id AS user_id, p.serial, p.push_token, \
+                     s.token IS NOT NULL AS socket, c.instance AS held_by, p.dev, p.bundleid, \
+                     p.os_token, p.push_platform \
+                     FROM u LEFT JOIN push_tokens p ON p.user_id = u.id AND p.family = $2 \
+                     LEFT JOIN socket_clients s ON s.token = p.push_token \
+                     LEFT JOIN socket_connections c ON c.token = p.push_token \
+                     ORDER BY p.serial"
+                )
+            };
+        }
+        let query = match user {
+            UserKey::Id(id) => {
+                sqlx::query_as(tokens_of!("SELECT id FROM users WHERE id = $1")).bind(id)
+            }
+            UserKey::Login(login) => sqlx::query_as(tokens_of!(
+                "SELECT id FROM users WHERE username = $1 \
+                 UNION ALL SELECT id FROM users WHERE email = $1 \
+                 UNION ALL SELECT id FROM users WHERE phone = $1 LIMIT 1"
+            ))
+            .bind(login),
+        };
+        query.bind(family.as_str()).fetch_all(conn).await
     }
 
     /// Deletes the user's row at `serial` if it still holds both tokens.

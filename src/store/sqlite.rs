@@ -23,10 +23,10 @@ use super::readers::{Reader, Readers};
 use super::transfer::{Imported, Transfer};
 use super::writer::{Outcome, Statements, Writer, ROW_BUFFER};
 use super::{
-    Backend, ByFamily, Channel, Credentials, Database, DeletedUser, EventRecord, Family, NewEvent,
-    NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow, PushTokenWrite,
-    QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError, StoreResult,
-    UserSummary, Written,
+    recipients_of, Backend, ByFamily, Channel, Credentials, Database, DeletedUser, EventRecord,
+    Family, NewEvent, NewSession, NewUser, PoolOptions, PoolStats, PurgedEvents, PushTokenRow,
+    PushTokenWrite, QueuedEvent, Recipient, Rotation, SessionUser, SocketClient, Stats, StoreError,
+    StoreResult, UserKey, UserSummary, Written,
 };
 
 type Q = Queries<Sqlite>;
@@ -464,8 +464,13 @@ impl Database for SqliteStore {
             .await?)
     }
 
-    async fn recipients(&self, user_id: i64, family: Family) -> StoreResult<Vec<Recipient>> {
-        Ok(Q::recipients(&mut *self.reader().await?, user_id, family).await?)
+    async fn recipients(
+        &self,
+        user: UserKey<'_>,
+        family: Family,
+    ) -> StoreResult<Option<(i64, Vec<Recipient>)>> {
+        let rows = Q::recipients(&mut *self.reader().await?, user, family).await?;
+        Ok(recipients_of(rows))
     }
 
     /// Two fixed statements (see [`RECORD_EVENT`]): events recorded

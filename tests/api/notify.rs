@@ -6,7 +6,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::api::{MESSAGE, RING};
+use crate::support::api::{full_sign_up_body, MESSAGE, PASSWORD, RING};
 use crate::support::push::{PushClient, Read, EVENT, PROMPTLY};
 use crate::support::{every_backend, Reply, TestApp, TestUser};
 
@@ -307,6 +307,59 @@ async fn an_event_reaches_every_connection_of_the_users_tokens_in_its_family(app
         (&json!("message"), &json!(1_700_000_000))
     );
     no_event(&mut first).await;
+}
+
+#[every_backend]
+async fn notify_finds_the_user_by_id_username_email_or_phone_even_with_no_tokens(app: TestApp) {
+    let app = with_key(app).await;
+    let address = app.push_socket().await;
+    let reply = crate::support::accounts::sign_up(&app, full_sign_up_body("carol_1", 7)).await;
+    reply.assert_success(StatusCode::CREATED);
+    let login = app.login("carol_1", PASSWORD).await;
+    login.assert_success(StatusCode::CREATED);
+    let carol = TestUser {
+        id: reply.body["id"].as_i64().expect("id"),
+        username: "carol_1".into(),
+        token: login.body["token"].as_str().expect("token").into(),
+        reflash_key: login.body["reflash_key"].as_str().expect("key").into(),
+    };
+    // Dave holds no token at all: his events are recorded, nothing is sent.
+    let dave = app.user("dave_1").await;
+    let (mut ring_phone, _) = phone(&app, address, &carol, RING, "imei-1").await;
+    let sign_up = full_sign_up_body("carol_1", 7);
+    for (n, user) in [
+        json!(carol.id),
+        json!("carol_1"),
+        sign_up["email"].clone(),
+        sign_up["phone"].clone(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let uid = format!("DEV-{n}");
+        let body = json!({ "user": user, "family": "ring", "event": { "type": "1", "uid": uid } });
+        let reply = notify(&app, body).await;
+        reply.assert_success(StatusCode::ACCEPTED);
+        assert_eq!(reply.body["delivered"], json!(1), "{user}: {}", reply.body);
+        assert_eq!(next_event(&mut ring_phone).await["uid"], json!(uid));
+    }
+    for user in [json!(dave.id), json!(dave.username)] {
+        let body = json!({ "user": user, "family": "ring", "event": { "type": "1", "uid": "D" } });
+        let reply = notify(&app, body).await;
+        reply.assert_success(StatusCode::ACCEPTED);
+        assert_eq!(
+            (
+                &reply.body["delivered"],
+                &reply.body["queued"],
+                &reply.body["skipped"]
+            ),
+            (&json!(0), &json!(0), &json!(0)),
+            "{user}: {}",
+            reply.body
+        );
+    }
+    assert_eq!(app.stored_text("events").await.len(), 6);
+    no_event(&mut ring_phone).await;
 }
 
 #[every_backend]
