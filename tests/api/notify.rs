@@ -33,6 +33,11 @@ fn ring(user: &TestUser, kind: &str, uid: &str) -> Value {
     json!({ "user": user.username, "family": "ring", "event": { "type": kind, "uid": uid } })
 }
 
+/// A notify answer's `delivered`, `queued` and `skipped`.
+fn tallies(reply: &Reply) -> [i64; 3] {
+    ["delivered", "queued", "skipped"].map(|key| reply.body[key].as_i64().unwrap_or(-1))
+}
+
 /// A push-socket client registered as `imei`, its token bound to `user`
 /// in the family at `base`.
 async fn phone(
@@ -274,16 +279,7 @@ async fn an_event_reaches_every_connection_of_the_users_tokens_in_its_family(app
     });
     let reply = notify(&app, body).await;
     reply.assert_success(StatusCode::ACCEPTED);
-    assert_eq!(
-        (
-            &reply.body["delivered"],
-            &reply.body["queued"],
-            &reply.body["skipped"]
-        ),
-        (&json!(2), &json!(0), &json!(1)),
-        "{}",
-        reply.body
-    );
+    assert_eq!(tallies(&reply), [2, 0, 1], "{}", reply.body);
     for client in [&mut first, &mut second] {
         let event = next_event(client).await;
         assert_eq!(event["id"], reply.body["id"]);
@@ -347,16 +343,7 @@ async fn notify_finds_the_user_by_id_username_email_or_phone_even_with_no_tokens
         let body = json!({ "user": user, "family": "ring", "event": { "type": "1", "uid": "D" } });
         let reply = notify(&app, body).await;
         reply.assert_success(StatusCode::ACCEPTED);
-        assert_eq!(
-            (
-                &reply.body["delivered"],
-                &reply.body["queued"],
-                &reply.body["skipped"]
-            ),
-            (&json!(0), &json!(0), &json!(0)),
-            "{user}: {}",
-            reply.body
-        );
+        assert_eq!(tallies(&reply), [0, 0, 0], "{user}: {}", reply.body);
     }
     assert_eq!(app.stored_text("events").await.len(), 6);
     no_event(&mut ring_phone).await;
@@ -501,16 +488,7 @@ async fn ttl_zero_reaches_only_connections_held_now(app: TestApp) {
     let body = json!({ "user": alice.id, "family": "ring", "ttl": 0,
                        "event": { "type": "1", "uid": "DEV-1" } });
     let reply = notify(&app, body).await;
-    assert_eq!(
-        (
-            &reply.body["delivered"],
-            &reply.body["queued"],
-            &reply.body["skipped"]
-        ),
-        (&json!(1), &json!(0), &json!(1)),
-        "{}",
-        reply.body
-    );
+    assert_eq!(tallies(&reply), [1, 0, 1], "{}", reply.body);
     assert_eq!(next_event(&mut live).await["uid"], "DEV-1");
     let mut back = PushClient::connect(address).await;
     back.register("imei-gone", None).await;
@@ -560,16 +538,7 @@ async fn after_logout_nothing_reaches_the_phone(app: TestApp) {
         .await;
     reply.assert_success(StatusCode::OK);
     let reply = notify(&app, ring(&alice, "1", "DEV-1")).await;
-    assert_eq!(
-        (
-            &reply.body["delivered"],
-            &reply.body["queued"],
-            &reply.body["skipped"]
-        ),
-        (&json!(0), &json!(0), &json!(0)),
-        "{}",
-        reply.body
-    );
+    assert_eq!(tallies(&reply), [0, 0, 0], "{}", reply.body);
     no_event(&mut client).await;
 }
 
