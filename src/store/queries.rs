@@ -24,6 +24,24 @@ use super::{
     Stats, UserKey, UserSummary,
 };
 
+/// The `columns` (a literal) of the user whose username, else email, else
+/// phone is `$1`: a login name's one rule, for logins and for notify.
+macro_rules! user_by_login {
+    ($columns:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM users WHERE username = $1 \
+             UNION ALL SELECT ",
+            $columns,
+            " FROM users WHERE email = $1 \
+             UNION ALL SELECT ",
+            $columns,
+            " FROM users WHERE phone = $1 LIMIT 1"
+        )
+    };
+}
+
 /// Queue rows taken off in one statement (SQLite allows 32,766 arguments).
 const UNQUEUE_CHUNK: usize = 500;
 
@@ -156,14 +174,10 @@ where
         conn: &mut DB::Connection,
         login: &str,
     ) -> Result<Option<Credentials>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT id, password_hash FROM users WHERE username = $1 \
-             UNION ALL SELECT id, password_hash FROM users WHERE email = $1 \
-             UNION ALL SELECT id, password_hash FROM users WHERE phone = $1 LIMIT 1",
-        )
-        .bind(login)
-        .fetch_optional(conn)
-        .await
+        sqlx::query_as(user_by_login!("id, password_hash"))
+            .bind(login)
+            .fetch_optional(conn)
+            .await
     }
 
     pub async fn list_users(conn: &mut DB::Connection) -> Result<Vec<UserSummary>, sqlx::Error> {
@@ -597,14 +611,14 @@ where
     /// the push socket issued, and the instance holding each one's
     /// connection. One row with the id alone when the user holds none; no
     /// row when there is no such user (a login name is looked up as
-    /// `find_credentials` does).
+    /// `find_credentials` does, `user_by_login!`).
     pub async fn recipients(
         conn: &mut DB::Connection,
         user: UserKey<'_>,
         family: Family,
     ) -> Result<Vec<RecipientRow>, sqlx::Error> {
         macro_rules! tokens_of {
-            ($users:literal) => {
+            ($users:expr) => {
                 concat!(
                     "WITH u AS (",
                     $users,
@@ -622,12 +636,7 @@ where
             UserKey::Id(id) => {
                 sqlx::query_as(tokens_of!("SELECT id FROM users WHERE id = $1")).bind(id)
             }
-            UserKey::Login(login) => sqlx::query_as(tokens_of!(
-                "SELECT id FROM users WHERE username = $1 \
-                 UNION ALL SELECT id FROM users WHERE email = $1 \
-                 UNION ALL SELECT id FROM users WHERE phone = $1 LIMIT 1"
-            ))
-            .bind(login),
+            UserKey::Login(login) => sqlx::query_as(tokens_of!(user_by_login!("id"))).bind(login),
         };
         query.bind(family.as_str()).fetch_all(conn).await
     }
